@@ -1,0 +1,175 @@
+package store
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// User is a registered account.
+type User struct {
+	ID           string    `json:"id"`
+	DisplayName  string    `json:"display_name,omitempty"`
+	PasswordHash []byte    `json:"password_hash"`
+	CreatedAt    time.Time `json:"created_at"`
+}
+
+// Conversation kinds, as stored.
+const (
+	KindDirect = "direct"
+	KindRoom   = "room"
+	KindGroup  = "group"
+)
+
+// Conversation is a conversation's metadata. Members is kept sorted.
+type Conversation struct {
+	ID        string    `json:"id"`
+	Kind      string    `json:"kind"`
+	Title     string    `json:"title,omitempty"`
+	Owner     string    `json:"owner,omitempty"`
+	Members   []string  `json:"members"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// IsMember reports whether user is among c's members.
+func (c *Conversation) IsMember(user string) bool {
+	_, ok := slices.BinarySearch(c.Members, user)
+	return ok
+}
+
+// CreateUser stores a new user; ErrExists if the id is taken.
+func (s *Store) CreateUser(u User) error {
+	data, err := json.Marshal(u)
+	if err != nil {
+		return fmt.Errorf("store: encode user: %w", err)
+	}
+	return s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketUsers)
+		if b.Get([]byte(u.ID)) != nil {
+			return fmt.Errorf("user %q: %w", u.ID, ErrExists)
+		}
+		return b.Put([]byte(u.ID), data)
+	})
+}
+
+// User returns the user with id; ErrNotFound if there is none.
+func (s *Store) User(id string) (User, error) {
+	var u User
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketUsers).Get([]byte(id))
+		if v == nil {
+			return fmt.Errorf("user %q: %w", id, ErrNotFound)
+		}
+		return json.Unmarshal(v, &u)
+	})
+	return u, err
+}
+
+// Conversation returns the conversation with id; ErrNotFound if none.
+func (s *Store) Conversation(id string) (Conversation, error) {
+	var c Conversation
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		c, err = getConversation(tx, id)
+		return err
+	})
+	return c, err
+}
+
+func getConversation(tx *bolt.Tx, id string) (Conversation, error) {
+	var c Conversation
+	v := tx.Bucket(bucketConvs).Get([]byte(id))
+	if v == nil {
+		return c, fmt.Errorf("conversation %q: %w", id, ErrNotFound)
+	}
+	if err := json.Unmarshal(v, &c); err != nil {
+		return c, fmt.Errorf("conversation %q: decode: %w", id, err)
+	}
+	return c, nil
+}
+
+func putConversation(tx *bolt.Tx, c *Conversation, old []string) error {
+	slices.Sort(c.Members)
+	c.Members = slices.Compact(c.Members)
+	data, err := json.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("conversation %q: encode: %w", c.ID, err)
+	}
+	if err := tx.Bucket(bucketConvs).Put([]byte(c.ID), data); err != nil {
+		return err
+	}
+	index := tx.Bucket(bucketUserConvs)
+	for _, m := range old {
+		if _, still := slices.BinarySearch(c.Members, m); still {
+			continue
+		}
+		if b := index.Bucket([]byte(m)); b != nil {
+			if err := b.Delete([]byte(c.ID)); err != nil {
+				return err
+			}
+		}
+	}
+	for _, m := range c.Members {
+		b, err := index.CreateBucketIfNotExists([]byte(m))
+		if err != nil {
+			return err
+		}
+		if err := b.Put([]byte(c.ID), nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// CreateConversation stores a new conversation and indexes its members;
+// ErrExists if the id is taken.
+func (s *Store) CreateConversation(c Conversation) error {
+	return s.update(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketConvs).Get([]byte(c.ID)) != nil {
+			return fmt.Errorf("conversation %q: %w", c.ID, ErrExists)
+		}
+		return putConversation(tx, &c, nil)
+	})
+}
+
+// UpdateConversation reads conversation id, lets fn change it and stores the
+// result, all in one transaction, so concurrent membership changes cannot
+// overwrite each other. fn's error aborts the change and is returned as is.
+func (s *Store) UpdateConversation(id string, fn func(c *Conversation) error) (Conversation, error) {
+	var out Conversation
+	err := s.update(func(tx *bolt.Tx) error {
+		c, err := getConversation(tx, id)
+		if err != nil {
+			return err
+		}
+		old := slices.Clone(c.Members)
+		if err := fn(&c); err != nil {
+			return err
+		}
+		if err := putConversation(tx, &c, old); err != nil {
+			return err
+		}
+		out = c
+		return nil
+	})
+	return out, err
+}
+
+// UserConversations returns the ids of the conversations user is a member of.
+func (s *Store) UserConversations(user string) ([]string, error) {
+	var ids []string
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketUserConvs).Bucket([]byte(user))
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, _ []byte) error {
+			ids = append(ids, string(k))
+			return nil
+		})
+	})
+	return ids, err
+}

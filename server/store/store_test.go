@@ -1,0 +1,223 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func open(t *testing.T, dir string, opts ...Option) *Store {
+	t.Helper()
+	s, err := Open(dir, opts...)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	return s
+}
+
+// appendSync appends and waits for the commit.
+func appendSync(t *testing.T, s *Store, e Entry) {
+	t.Helper()
+	done := make(chan error, 1)
+	s.Append(e, func(err error) { done <- err })
+	if err := <-done; err != nil {
+		t.Fatalf("Append %s#%d: %v", e.Conv, e.Seq, err)
+	}
+}
+
+func TestAppendSurvivesReopen(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, WithBatchSize(7))
+	epoch := s.Epoch()
+	if s.Unclean() {
+		t.Fatal("a new store reports an unclean previous stop")
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 100)
+	for i := 1; i <= 100; i++ {
+		wg.Add(1)
+		s.Append(Entry{Conv: "room:a", Seq: uint64(i), Sender: "u", ClientMsgID: fmt.Sprint("m", i), Data: []byte(fmt.Sprint(i))},
+			func(err error) { errs <- err; wg.Done() })
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, dir)
+	defer s.Close()
+	if s.Epoch() != epoch {
+		t.Errorf("epoch changed across reopen: %q -> %q", epoch, s.Epoch())
+	}
+	if s.Unclean() {
+		t.Error("clean Close reported as unclean")
+	}
+	head, err := s.Head("room:a")
+	if err != nil || head != 100 {
+		t.Fatalf("Head = %d, %v; want 100", head, err)
+	}
+	d, ok, err := s.Dedup("u", "m42")
+	if err != nil || !ok || d.Conv != "room:a" || d.Seq != 42 {
+		t.Fatalf("Dedup(u, m42) = %+v %v %v", d, ok, err)
+	}
+	if _, ok, _ := s.Dedup("v", "m42"); ok {
+		t.Error("dedup key leaked across senders")
+	}
+}
+
+func TestUncleanStopIsReported(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	appendSync(t, s, Entry{Conv: "c", Seq: 1, Data: []byte("x")})
+	// Simulate a crash: stop the writer and close the file without marking it clean.
+	s.mu.Lock()
+	s.closed = true
+	close(s.jobs)
+	s.mu.Unlock()
+	<-s.done
+	s.db.Close()
+
+	s = open(t, dir)
+	defer s.Close()
+	if !s.Unclean() {
+		t.Fatal("a stop without Close was not reported as unclean")
+	}
+	if h, _ := s.Head("c"); h != 1 {
+		t.Fatalf("committed message lost: head %d", h)
+	}
+}
+
+func TestPaging(t *testing.T) {
+	s := open(t, t.TempDir())
+	defer s.Close()
+	for _, seq := range []uint64{1, 2, 3, 5, 8, 13} { // gaps on purpose
+		appendSync(t, s, Entry{Conv: "c", Seq: seq, Data: []byte{byte(seq)}})
+	}
+	seqs := func(rs []Record) []uint64 {
+		var out []uint64
+		for _, r := range rs {
+			out = append(out, r.Seq)
+		}
+		return out
+	}
+	tests := []struct {
+		name     string
+		get      func() ([]Record, bool, error)
+		want     []uint64
+		wantMore bool
+	}{
+		{"range from start", func() ([]Record, bool, error) { return s.Range("c", 0, 0, 3) }, []uint64{1, 2, 3}, true},
+		{"range after gap", func() ([]Record, bool, error) { return s.Range("c", 3, 0, 10) }, []uint64{5, 8, 13}, false},
+		{"range bounded", func() ([]Record, bool, error) { return s.Range("c", 1, 5, 10) }, []uint64{2, 3, 5}, false},
+		{"range past head", func() ([]Record, bool, error) { return s.Range("c", 13, 0, 10) }, nil, false},
+		{"range max seq", func() ([]Record, bool, error) { return s.Range("c", ^uint64(0), 0, 10) }, nil, false},
+		{"newest page", func() ([]Record, bool, error) { return s.Before("c", 0, 2) }, []uint64{8, 13}, true},
+		{"before 8", func() ([]Record, bool, error) { return s.Before("c", 8, 2) }, []uint64{3, 5}, true},
+		{"before 4", func() ([]Record, bool, error) { return s.Before("c", 4, 10) }, []uint64{1, 2, 3}, false},
+		{"before huge", func() ([]Record, bool, error) { return s.Before("c", 1000, 1) }, []uint64{13}, true},
+		{"before 1", func() ([]Record, bool, error) { return s.Before("c", 1, 10) }, nil, false},
+		{"unknown conversation", func() ([]Record, bool, error) { return s.Range("nope", 0, 0, 10) }, nil, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			recs, more, err := tt.get()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := seqs(recs); fmt.Sprint(got) != fmt.Sprint(tt.want) || more != tt.wantMore {
+				t.Errorf("got %v more=%v, want %v more=%v", got, more, tt.want, tt.wantMore)
+			}
+			for _, r := range recs {
+				if len(r.Data) != 1 || uint64(r.Data[0]) != r.Seq {
+					t.Errorf("seq %d has data %v", r.Seq, r.Data)
+				}
+			}
+		})
+	}
+}
+
+func TestConversationsAndUsers(t *testing.T) {
+	s := open(t, t.TempDir())
+	defer s.Close()
+	if err := s.CreateUser(User{ID: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateUser(User{ID: "alice"}); !errors.Is(err, ErrExists) {
+		t.Fatalf("duplicate user: %v, want ErrExists", err)
+	}
+	if _, err := s.User("bob"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("missing user: %v, want ErrNotFound", err)
+	}
+	if err := s.CreateConversation(Conversation{ID: "group:x", Kind: KindGroup, Owner: "alice", Members: []string{"carol", "alice", "alice"}}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.UpdateConversation("group:x", func(c *Conversation) error {
+		c.Members = append(c.Members, "bob")
+		return nil
+	})
+	if err != nil || fmt.Sprint(c.Members) != "[alice bob carol]" {
+		t.Fatalf("after add: %v %v", c.Members, err)
+	}
+	if _, err := s.UpdateConversation("group:x", func(c *Conversation) error {
+		c.Members = []string{"alice", "bob"}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for user, want := range map[string]string{"alice": "[group:x]", "bob": "[group:x]", "carol": "[]"} {
+		ids, err := s.UserConversations(user)
+		if err != nil || fmt.Sprint(ids) != want {
+			t.Errorf("UserConversations(%s) = %v %v, want %s", user, ids, err, want)
+		}
+	}
+	boom := errors.New("boom")
+	if _, err := s.UpdateConversation("group:x", func(c *Conversation) error { c.Members = nil; return boom }); !errors.Is(err, boom) {
+		t.Fatalf("fn error not returned: %v", err)
+	}
+	if c, _ := s.Conversation("group:x"); len(c.Members) != 2 {
+		t.Fatalf("aborted update was stored: %v", c.Members)
+	}
+}
+
+func TestAppendAfterClose(t *testing.T) {
+	s := open(t, t.TempDir())
+	s.Close()
+	done := make(chan error, 1)
+	s.Append(Entry{Conv: "c", Seq: 1}, func(err error) { done <- err })
+	if err := <-done; !errors.Is(err, ErrClosed) {
+		t.Fatalf("Append after Close: %v, want ErrClosed", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}
+
+func BenchmarkAppend(b *testing.B) {
+	for _, fsync := range []bool{true, false} {
+		b.Run(fmt.Sprintf("fsync=%v", fsync), func(b *testing.B) {
+			s, err := Open(b.TempDir(), WithNoSync(!fsync))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			data := make([]byte, 200)
+			var wg sync.WaitGroup
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				wg.Add(1)
+				s.Append(Entry{Conv: "room:bench", Seq: uint64(i + 1), Sender: "u", ClientMsgID: fmt.Sprint(i), Data: data}, func(error) { wg.Done() })
+			}
+			wg.Wait()
+		})
+	}
+}
