@@ -1,0 +1,321 @@
+package chat
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
+	"github.com/parleychat/parley/server/auth"
+	"github.com/parleychat/parley/server/store"
+)
+
+// directID derives the id of the direct conversation between a and b; both
+// sides derive the same one.
+func directID(a, b string) string {
+	if b < a {
+		a, b = b, a
+	}
+	return "dm:" + a + ":" + b
+}
+
+var kinds = map[string]parleyv1.ConversationKind{
+	store.KindDirect: parleyv1.ConversationKind_CONVERSATION_KIND_DIRECT,
+	store.KindRoom:   parleyv1.ConversationKind_CONVERSATION_KIND_ROOM,
+	store.KindGroup:  parleyv1.ConversationKind_CONVERSATION_KIND_GROUP,
+}
+
+// member returns conversation id if user is a member, and the same
+// PERMISSION_DENIED for "not a member" and "does not exist".
+func (s *Service) member(user, id string) (store.Conversation, error) {
+	if err := validConvID(id); err != nil {
+		return store.Conversation{}, err
+	}
+	c, err := s.store.Conversation(id)
+	if errors.Is(err, store.ErrNotFound) {
+		return c, denied(id)
+	}
+	if err != nil {
+		return c, err
+	}
+	if !c.IsMember(user) {
+		return c, denied(id)
+	}
+	return c, nil
+}
+
+// describe turns a stored conversation into its API form with head seq and
+// last message.
+func (s *Service) describe(c store.Conversation) (*parleyv1.Conversation, error) {
+	pc := &parleyv1.Conversation{
+		Id:        c.ID,
+		Kind:      kinds[c.Kind],
+		Title:     c.Title,
+		OwnerId:   c.Owner,
+		MemberIds: c.Members,
+		CreatedAt: timestamppb.New(c.CreatedAt),
+	}
+	head, err := s.router.Head(c.ID)
+	if err != nil {
+		return nil, err
+	}
+	pc.HeadSeq = head
+	last, ok, err := s.store.Last(c.ID)
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		pc.LastMessage = &parleyv1.Message{}
+		if err := proto.Unmarshal(last.Data, pc.LastMessage); err != nil {
+			return nil, fmt.Errorf("decode message %s#%d: %w", c.ID, last.Seq, err)
+		}
+	}
+	return pc, nil
+}
+
+// CreateDirect implements parleyv1.ConversationServiceServer.
+func (s *Service) CreateDirect(ctx context.Context, req *parleyv1.CreateDirectRequest) (*parleyv1.CreateDirectResponse, error) {
+	me := auth.UserID(ctx)
+	peer := req.GetUserId()
+	if err := validUsername("user_id", peer); err != nil {
+		return nil, toStatus(err)
+	}
+	if peer == me {
+		return nil, toStatus(invalid("a direct conversation needs another user; use a group to talk to yourself"))
+	}
+	if _, err := s.store.User(peer); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, toStatus(fmt.Errorf("%w: user %q does not exist", errNotFound, peer))
+		}
+		return nil, toStatus(err)
+	}
+	id := directID(me, peer)
+	err := s.store.CreateConversation(store.Conversation{ID: id, Kind: store.KindDirect, Members: []string{me, peer}, CreatedAt: time.Now().UTC()})
+	if err != nil && !errors.Is(err, store.ErrExists) {
+		return nil, toStatus(err)
+	}
+	c, err := s.store.Conversation(id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	pc, err := s.describe(c)
+	return &parleyv1.CreateDirectResponse{Conversation: pc}, toStatus(err)
+}
+
+// CreateRoom implements parleyv1.ConversationServiceServer.
+func (s *Service) CreateRoom(ctx context.Context, req *parleyv1.CreateRoomRequest) (*parleyv1.CreateRoomResponse, error) {
+	me := auth.UserID(ctx)
+	if !roomNameRE.MatchString(req.GetName()) {
+		return nil, toStatus(invalid("room name %q is not valid: 1 to 64 characters of a-z, 0-9, '_' and '-'", truncate(req.GetName())))
+	}
+	if err := validText("title", req.GetTitle(), maxTitle); err != nil {
+		return nil, toStatus(err)
+	}
+	title := cmp.Or(strings.TrimSpace(req.GetTitle()), req.GetName())
+	c := store.Conversation{ID: "room:" + req.GetName(), Kind: store.KindRoom, Title: title, Owner: me, Members: []string{me}, CreatedAt: time.Now().UTC()}
+	if err := s.store.CreateConversation(c); err != nil {
+		if errors.Is(err, store.ErrExists) {
+			return nil, toStatus(fmt.Errorf("%w: room %q exists; join it instead", errExists, req.GetName()))
+		}
+		return nil, toStatus(err)
+	}
+	pc, err := s.describe(c)
+	return &parleyv1.CreateRoomResponse{Conversation: pc}, toStatus(err)
+}
+
+// JoinRoom implements parleyv1.ConversationServiceServer.
+func (s *Service) JoinRoom(ctx context.Context, req *parleyv1.JoinRoomRequest) (*parleyv1.JoinRoomResponse, error) {
+	me := auth.UserID(ctx)
+	id := req.GetConversationId()
+	if err := validConvID(id); err != nil {
+		return nil, toStatus(err)
+	}
+	if !strings.HasPrefix(id, "room:") {
+		return nil, toStatus(fmt.Errorf("%w: only rooms can be joined; %q is not a room", errPrecondition, id))
+	}
+	c, err := s.store.UpdateConversation(id, func(c *store.Conversation) error {
+		c.Members = append(c.Members, me)
+		return nil
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, toStatus(fmt.Errorf("%w: room %q does not exist", errNotFound, id))
+	}
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	pc, err := s.describe(c)
+	return &parleyv1.JoinRoomResponse{Conversation: pc}, toStatus(err)
+}
+
+// CreateGroup implements parleyv1.ConversationServiceServer.
+func (s *Service) CreateGroup(ctx context.Context, req *parleyv1.CreateGroupRequest) (*parleyv1.CreateGroupResponse, error) {
+	me := auth.UserID(ctx)
+	title := strings.TrimSpace(req.GetTitle())
+	if title == "" {
+		return nil, toStatus(invalid("title is empty"))
+	}
+	if err := validText("title", title, maxTitle); err != nil {
+		return nil, toStatus(err)
+	}
+	if len(req.GetMemberIds()) > maxGroupMembers {
+		return nil, toStatus(invalid("%d members; at most %d", len(req.GetMemberIds()), maxGroupMembers))
+	}
+	members := []string{me}
+	for _, m := range req.GetMemberIds() {
+		if err := validUsername("member_ids", m); err != nil {
+			return nil, toStatus(err)
+		}
+		if _, err := s.store.User(m); err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				return nil, toStatus(fmt.Errorf("%w: user %q does not exist", errNotFound, m))
+			}
+			return nil, toStatus(err)
+		}
+		members = append(members, m)
+	}
+	var id [12]byte
+	rand.Read(id[:])
+	c := store.Conversation{ID: "group:" + hex.EncodeToString(id[:]), Kind: store.KindGroup, Title: title, Owner: me, Members: members, CreatedAt: time.Now().UTC()}
+	if err := s.store.CreateConversation(c); err != nil {
+		return nil, toStatus(err)
+	}
+	c, err := s.store.Conversation(c.ID)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	pc, err := s.describe(c)
+	return &parleyv1.CreateGroupResponse{Conversation: pc}, toStatus(err)
+}
+
+// changeGroup applies fn to a group the caller owns.
+func (s *Service) changeGroup(ctx context.Context, id, user string, fn func(c *store.Conversation) error) (*parleyv1.Conversation, error) {
+	me := auth.UserID(ctx)
+	if _, err := s.member(me, id); err != nil {
+		return nil, err
+	}
+	if err := validUsername("user_id", user); err != nil {
+		return nil, err
+	}
+	c, err := s.store.UpdateConversation(id, func(c *store.Conversation) error {
+		if c.Kind != store.KindGroup {
+			return fmt.Errorf("%w: members are managed only in groups; %q is a %s", errPrecondition, id, c.Kind)
+		}
+		if c.Owner != me {
+			return fmt.Errorf("%w: only the group's owner (%s) manages its members", errDenied, c.Owner)
+		}
+		return fn(c)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s.describe(c)
+}
+
+// AddMember implements parleyv1.ConversationServiceServer.
+func (s *Service) AddMember(ctx context.Context, req *parleyv1.AddMemberRequest) (*parleyv1.AddMemberResponse, error) {
+	if _, err := s.store.User(req.GetUserId()); errors.Is(err, store.ErrNotFound) {
+		return nil, toStatus(fmt.Errorf("%w: user %q does not exist", errNotFound, truncate(req.GetUserId())))
+	}
+	pc, err := s.changeGroup(ctx, req.GetConversationId(), req.GetUserId(), func(c *store.Conversation) error {
+		c.Members = append(c.Members, req.GetUserId())
+		return nil
+	})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &parleyv1.AddMemberResponse{Conversation: pc}, nil
+}
+
+// RemoveMember implements parleyv1.ConversationServiceServer.
+func (s *Service) RemoveMember(ctx context.Context, req *parleyv1.RemoveMemberRequest) (*parleyv1.RemoveMemberResponse, error) {
+	pc, err := s.changeGroup(ctx, req.GetConversationId(), req.GetUserId(), func(c *store.Conversation) error {
+		if req.GetUserId() == c.Owner {
+			return fmt.Errorf("%w: the owner cannot remove themself; leave the group instead", errPrecondition)
+		}
+		if !c.IsMember(req.GetUserId()) {
+			return fmt.Errorf("%w: %q is not a member", errNotFound, req.GetUserId())
+		}
+		c.Members = slices.DeleteFunc(c.Members, func(m string) bool { return m == req.GetUserId() })
+		return nil
+	})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &parleyv1.RemoveMemberResponse{Conversation: pc}, nil
+}
+
+// LeaveConversation implements parleyv1.ConversationServiceServer.
+func (s *Service) LeaveConversation(ctx context.Context, req *parleyv1.LeaveConversationRequest) (*parleyv1.LeaveConversationResponse, error) {
+	me := auth.UserID(ctx)
+	id := req.GetConversationId()
+	if _, err := s.member(me, id); err != nil {
+		return nil, toStatus(err)
+	}
+	_, err := s.store.UpdateConversation(id, func(c *store.Conversation) error {
+		if c.Kind == store.KindDirect {
+			return fmt.Errorf("%w: direct conversations cannot be left", errPrecondition)
+		}
+		c.Members = slices.DeleteFunc(c.Members, func(m string) bool { return m == me })
+		if c.Owner == me && c.Kind == store.KindGroup && len(c.Members) > 0 {
+			c.Owner = c.Members[0]
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &parleyv1.LeaveConversationResponse{}, nil
+}
+
+// GetConversation implements parleyv1.ConversationServiceServer.
+func (s *Service) GetConversation(ctx context.Context, req *parleyv1.GetConversationRequest) (*parleyv1.GetConversationResponse, error) {
+	c, err := s.member(auth.UserID(ctx), req.GetConversationId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	pc, err := s.describe(c)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &parleyv1.GetConversationResponse{Conversation: pc}, nil
+}
+
+// ListConversations implements parleyv1.ConversationServiceServer.
+func (s *Service) ListConversations(ctx context.Context, req *parleyv1.ListConversationsRequest) (*parleyv1.ListConversationsResponse, error) {
+	me := auth.UserID(ctx)
+	ids, err := s.store.UserConversations(me)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	out := make([]*parleyv1.Conversation, 0, len(ids))
+	for _, id := range ids {
+		c, err := s.store.Conversation(id)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		pc, err := s.describe(c)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		out = append(out, pc)
+	}
+	activity := func(c *parleyv1.Conversation) time.Time {
+		if c.GetLastMessage() != nil {
+			return c.GetLastMessage().GetSentAt().AsTime()
+		}
+		return c.GetCreatedAt().AsTime()
+	}
+	slices.SortStableFunc(out, func(a, b *parleyv1.Conversation) int {
+		return cmp.Or(activity(b).Compare(activity(a)), strings.Compare(a.GetId(), b.GetId()))
+	})
+	return &parleyv1.ListConversationsResponse{Conversations: out}, nil
+}

@@ -1,0 +1,118 @@
+package chat
+
+import (
+	"context"
+	"fmt"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
+	"github.com/parleychat/parley/server/auth"
+	"github.com/parleychat/parley/server/router"
+	"github.com/parleychat/parley/server/store"
+)
+
+// publish checks a send and hands it to the router; ack runs once it is
+// durable. It is shared by the unary Send and the Chat stream.
+func (s *Service) publish(ctx context.Context, user string, req *parleyv1.SendRequest, ack router.AckFunc) error {
+	if err := s.validSend(req); err != nil {
+		return err
+	}
+	if _, err := s.member(user, req.GetConversationId()); err != nil {
+		return err
+	}
+	return s.router.Publish(ctx, router.Message{
+		Conv:        req.GetConversationId(),
+		Sender:      user,
+		ClientMsgID: req.GetClientMessageId(),
+		Body:        req.GetBody(),
+	}, ack)
+}
+
+func sendResponse(clientMsgID string, res router.Result) *parleyv1.SendResponse {
+	return &parleyv1.SendResponse{
+		ConversationId:  res.Conv,
+		ClientMessageId: clientMsgID,
+		Seq:             res.Seq,
+		SentAt:          timestamppb.New(res.SentAt),
+		Duplicate:       res.Duplicate,
+	}
+}
+
+// notStored is the error for a message whose commit failed: it may have been
+// delivered, but it is not acknowledged, so the sender must resend it.
+func notStored(err error) error {
+	return fmt.Errorf("%w: message not stored (%v); resend it with the same client_message_id", errUnavailable, err)
+}
+
+// Send implements parleyv1.ChatServiceServer. It returns once the message is
+// durable.
+func (s *Service) Send(ctx context.Context, req *parleyv1.SendRequest) (*parleyv1.SendResponse, error) {
+	type outcome struct {
+		res router.Result
+		err error
+	}
+	done := make(chan outcome, 1)
+	err := s.publish(ctx, auth.UserID(ctx), req, func(res router.Result, err error) { done <- outcome{res, err} })
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	select {
+	case o := <-done:
+		if o.err != nil {
+			return nil, toStatus(notStored(o.err))
+		}
+		return sendResponse(req.GetClientMessageId(), o.res), nil
+	case <-ctx.Done():
+		// The message is sequenced and will be committed; a resend with the
+		// same client_message_id returns its ack.
+		return nil, toStatus(ctx.Err())
+	}
+}
+
+// History implements parleyv1.ChatServiceServer.
+func (s *Service) History(ctx context.Context, req *parleyv1.HistoryRequest) (*parleyv1.HistoryResponse, error) {
+	conv := req.GetConversationId()
+	if err := validConvID(conv); err != nil {
+		return nil, toStatus(err)
+	}
+	limit := int(req.GetLimit())
+	switch {
+	case limit < 0:
+		return nil, toStatus(invalid("limit is %d; it must be 0 (default %d) to %d", limit, defHistoryLimit, maxHistoryLimit))
+	case limit == 0:
+		limit = defHistoryLimit
+	case limit > maxHistoryLimit:
+		return nil, toStatus(invalid("limit is %d; at most %d", limit, maxHistoryLimit))
+	}
+	if req.GetAfterSeq() != 0 && req.GetBeforeSeq() != 0 {
+		return nil, toStatus(invalid("set at most one of after_seq and before_seq"))
+	}
+	if _, err := s.member(auth.UserID(ctx), conv); err != nil {
+		return nil, toStatus(err)
+	}
+	head, err := s.router.Head(conv)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	var recs []store.Record
+	var more bool
+	if req.GetAfterSeq() != 0 {
+		recs, more, err = s.store.Range(conv, req.GetAfterSeq(), 0, limit)
+	} else {
+		recs, more, err = s.store.Before(conv, req.GetBeforeSeq(), limit)
+	}
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &parleyv1.HistoryResponse{HasMore: more, HeadSeq: head, Epoch: s.store.Epoch(), Messages: make([]*parleyv1.Message, len(recs))}
+	for i, rec := range recs {
+		m := &parleyv1.Message{}
+		if err := proto.Unmarshal(rec.Data, m); err != nil {
+			return nil, toStatus(fmt.Errorf("decode message %s#%d: %w", conv, rec.Seq, err))
+		}
+		resp.Messages[i] = m
+	}
+	return resp, nil
+}

@@ -1,0 +1,347 @@
+package chat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
+	"github.com/parleychat/parley/server/auth"
+	"github.com/parleychat/parley/server/router"
+)
+
+// outbound is one stream's bounded queue and its writer. Publishers (the
+// router, the log's ack callbacks, the stream's reader) push into the queue
+// and never block; only the writer goroutine calls SendMsg. A full queue
+// ends the stream with RESOURCE_EXHAUSTED: the client resumes from its last
+// seq, so nothing is lost, and nobody else waits for it.
+type outbound struct {
+	svc    *Service
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	q      chan any
+
+	// pending counts sends on a Chat stream whose ack has not been written
+	// yet; after the client half-closes, the stream ends when it reaches 0.
+	pending atomic.Int64
+
+	// Owned by the writer goroutine.
+	replays  []*replay
+	attached map[string]bool
+}
+
+var _ router.Subscriber = (*outbound)(nil)
+
+// Items the writer handles besides frames and responses.
+type (
+	// replay is a subscription catching up to live.
+	replay struct {
+		conv  string
+		after uint64
+		reset bool
+	}
+	unsubscribe struct{ conv string }
+	// ackItem is the one answer (ack or error frame) to a send.
+	ackItem struct{ resp *parleyv1.ChatResponse }
+	// halfClosed says the client sent its last frame.
+	halfClosed struct{}
+)
+
+func (s *Service) newOutbound(parent context.Context) *outbound {
+	ctx, cancel := context.WithCancelCause(parent)
+	return &outbound{svc: s, ctx: ctx, cancel: cancel, q: make(chan any, s.opts.queue), attached: make(map[string]bool)}
+}
+
+// Deliver implements router.Subscriber.
+func (o *outbound) Deliver(f *router.Frame) bool { return o.push(f) }
+
+// push queues item without blocking, or ends the stream as a slow consumer.
+func (o *outbound) push(item any) bool {
+	select {
+	case o.q <- item:
+		return true
+	default:
+	}
+	if o.ctx.Err() == nil {
+		o.cancel(fmt.Errorf("%w: slow consumer: %d frames are waiting to be sent on this stream; reconnect and resume from your last seq",
+			errExhausted, cap(o.q)))
+	}
+	return false
+}
+
+// streamKind adapts the writer to the Chat or the Subscribe stream.
+type streamKind struct {
+	subscribed func(*parleyv1.Subscribed) any
+	heartbeat  func() any // nil: no heartbeats
+}
+
+var (
+	chatStream = streamKind{
+		subscribed: func(m *parleyv1.Subscribed) any {
+			return &parleyv1.ChatResponse{Frame: &parleyv1.ChatResponse_Subscribed{Subscribed: m}}
+		},
+	}
+	subscribeStream = streamKind{
+		subscribed: func(m *parleyv1.Subscribed) any {
+			return &parleyv1.SubscribeResponse{Frame: &parleyv1.SubscribeResponse_Subscribed{Subscribed: m}}
+		},
+		heartbeat: func() any {
+			return &parleyv1.SubscribeResponse{Frame: &parleyv1.SubscribeResponse_Heartbeat{Heartbeat: &parleyv1.Heartbeat{ServerTime: timestamppb.Now()}}}
+		},
+	}
+)
+
+// run is the writer loop. It interleaves queued frames with pages of the
+// subscriptions still replaying, so a long catch-up of one conversation
+// does not starve the live traffic of the others. It returns when the
+// stream is done, with the reason.
+func (o *outbound) run(stream grpc.ServerStream, kind streamKind) (err error) {
+	defer func() {
+		for conv := range o.attached {
+			o.svc.router.Unsubscribe(conv, o)
+		}
+	}()
+	var tick <-chan time.Time
+	if kind.heartbeat != nil {
+		t := time.NewTicker(o.svc.opts.heartbeat)
+		defer t.Stop()
+		tick = t.C
+	}
+	eof := false
+	for {
+		if eof && o.pending.Load() == 0 {
+			return nil
+		}
+		var item any
+		if len(o.replays) > 0 {
+			select {
+			case item = <-o.q:
+			case <-o.ctx.Done():
+				return o.reason()
+			case <-o.svc.shutdown:
+				return errShutdown
+			default:
+				if err := o.replayPage(stream, kind); err != nil {
+					return err
+				}
+				continue
+			}
+		} else {
+			select {
+			case item = <-o.q:
+			case <-o.ctx.Done():
+				return o.reason()
+			case <-o.svc.shutdown:
+				return errShutdown
+			case <-tick:
+				item = kind.heartbeat()
+			}
+		}
+		switch it := item.(type) {
+		case *replay:
+			o.replays = append(o.replays, it)
+		case unsubscribe:
+			o.replays = slices.DeleteFunc(o.replays, func(r *replay) bool { return r.conv == it.conv })
+			delete(o.attached, it.conv)
+			o.svc.router.Unsubscribe(it.conv, o)
+		case halfClosed:
+			eof = true
+		case ackItem:
+			err = stream.SendMsg(it.resp)
+			o.pending.Add(-1)
+		default:
+			err = stream.SendMsg(it)
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// replayPage sends the next page of the first replaying subscription, and
+// the Subscribed marker once it has caught up and been attached.
+func (o *outbound) replayPage(stream grpc.ServerStream, kind streamKind) error {
+	r := o.replays[0]
+	frames, next, live, err := o.svc.router.Catchup(r.conv, r.after, o.svc.opts.replayPage, o)
+	if err != nil {
+		return err
+	}
+	for _, f := range frames {
+		if err := stream.SendMsg(f); err != nil {
+			return err
+		}
+	}
+	r.after = next
+	o.replays = o.replays[1:]
+	if !live {
+		o.replays = append(o.replays, r)
+		return nil
+	}
+	o.attached[r.conv] = true
+	return stream.SendMsg(kind.subscribed(&parleyv1.Subscribed{
+		ConversationId: r.conv,
+		HeadSeq:        next,
+		Epoch:          o.svc.store.Epoch(),
+		EpochReset:     r.reset,
+	}))
+}
+
+// reason says why the stream's context ended: the slow-consumer cause, or
+// the client going away.
+func (o *outbound) reason() error {
+	if cause := context.Cause(o.ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	return o.ctx.Err()
+}
+
+// position checks a subscribe position and turns it into a replay.
+func (s *Service) position(user string, p *parleyv1.SubscribePosition) (*replay, error) {
+	if err := validPosition(p); err != nil {
+		return nil, err
+	}
+	if _, err := s.member(user, p.GetConversationId()); err != nil {
+		return nil, err
+	}
+	r := &replay{conv: p.GetConversationId(), after: p.GetAfterSeq()}
+	if p.GetEpoch() != "" && p.GetEpoch() != s.store.Epoch() {
+		// The client's seqs belong to another log: replay everything.
+		r.after, r.reset = 0, true
+	}
+	return r, nil
+}
+
+// Chat implements parleyv1.ChatServiceServer. The handler's goroutine is
+// the stream's writer; a second goroutine reads frames.
+func (s *Service) Chat(stream grpc.BidiStreamingServer[parleyv1.ChatRequest, parleyv1.ChatResponse]) error {
+	if s.shuttingDown() {
+		return toStatus(errShutdown)
+	}
+	o := s.newOutbound(stream.Context())
+	defer o.cancel(nil)
+	user := auth.UserID(stream.Context())
+	s.streams.Add(1)
+	go func() {
+		defer s.streams.Done()
+		o.read(stream, user)
+	}()
+	return toStatus(o.run(stream, chatStream))
+}
+
+// read is the Chat stream's reader. It owns the set of subscribed
+// conversations.
+func (o *outbound) read(stream grpc.BidiStreamingServer[parleyv1.ChatRequest, parleyv1.ChatResponse], user string) {
+	subs := make(map[string]bool)
+	for {
+		req, err := stream.Recv()
+		if err == io.EOF {
+			o.push(halfClosed{})
+			return
+		}
+		if err != nil {
+			return // the stream is over; the writer sees its context end
+		}
+		o.frame(req, user, subs)
+	}
+}
+
+// frame carries out one client frame. Failures become error frames; the
+// stream stays open.
+func (o *outbound) frame(req *parleyv1.ChatRequest, user string, subs map[string]bool) {
+	s := o.svc
+	id := req.GetFrameId()
+	switch f := req.GetFrame().(type) {
+	case *parleyv1.ChatRequest_Send:
+		o.pending.Add(1)
+		cmid := f.Send.GetClientMessageId()
+		err := s.publish(o.ctx, user, f.Send, func(res router.Result, err error) {
+			if err != nil {
+				o.push(ackItem{errorFrame(id, "send", notStored(err), res.Conv, cmid)})
+				return
+			}
+			o.push(ackItem{&parleyv1.ChatResponse{Frame: &parleyv1.ChatResponse_SendAck{SendAck: sendResponse(cmid, res)}}})
+		})
+		if err != nil {
+			o.push(ackItem{errorFrame(id, "send", err, f.Send.GetConversationId(), cmid)})
+		}
+	case *parleyv1.ChatRequest_Subscribe:
+		conv := f.Subscribe.GetConversationId()
+		r, err := s.position(user, f.Subscribe)
+		switch {
+		case err != nil:
+		case subs[conv]:
+			err = fmt.Errorf("%w: already subscribed to %q on this stream", errExists, conv)
+		case len(subs) >= s.opts.maxSubs:
+			err = fmt.Errorf("%w: a stream may follow at most %d conversations", errExhausted, s.opts.maxSubs)
+		}
+		if err != nil {
+			o.push(errorFrame(id, "subscribe", err, conv, ""))
+			return
+		}
+		subs[conv] = true
+		o.push(r)
+	case *parleyv1.ChatRequest_Unsubscribe:
+		conv := f.Unsubscribe.GetConversationId()
+		if !subs[conv] {
+			o.push(errorFrame(id, "unsubscribe", fmt.Errorf("%w: not subscribed to %q on this stream", errNotFound, truncate(conv)), conv, ""))
+			return
+		}
+		delete(subs, conv)
+		o.push(unsubscribe{conv})
+	case *parleyv1.ChatRequest_Ping:
+		o.push(&parleyv1.ChatResponse{Frame: &parleyv1.ChatResponse_Pong{Pong: &parleyv1.Pong{Nonce: f.Ping.GetNonce(), ServerTime: timestamppb.Now()}}})
+	default:
+		o.push(errorFrame(id, "unknown", invalid("empty or unknown frame; this server understands send, subscribe, unsubscribe and ping"), "", ""))
+	}
+}
+
+func errorFrame(id uint64, frame string, err error, conv, cmid string) *parleyv1.ChatResponse {
+	st, _ := status.FromError(toStatus(err))
+	return &parleyv1.ChatResponse{Frame: &parleyv1.ChatResponse_Error{Error: &parleyv1.ErrorFrame{
+		FrameId:         id,
+		Frame:           frame,
+		Code:            uint32(st.Code()),
+		Message:         st.Message(),
+		ConversationId:  conv,
+		ClientMessageId: cmid,
+	}}}
+}
+
+// Subscribe implements parleyv1.ChatServiceServer: the browser's half of a
+// session, following several conversations with heartbeats.
+func (s *Service) Subscribe(req *parleyv1.SubscribeRequest, stream grpc.ServerStreamingServer[parleyv1.SubscribeResponse]) error {
+	if s.shuttingDown() {
+		return toStatus(errShutdown)
+	}
+	user := auth.UserID(stream.Context())
+	positions := req.GetConversations()
+	if len(positions) == 0 {
+		return toStatus(invalid("conversations is empty: name at least one conversation to follow"))
+	}
+	if len(positions) > s.opts.maxSubs {
+		return toStatus(fmt.Errorf("%w: %d conversations; a stream may follow at most %d", errExhausted, len(positions), s.opts.maxSubs))
+	}
+	o := s.newOutbound(stream.Context())
+	defer o.cancel(nil)
+	seen := make(map[string]bool, len(positions))
+	for _, p := range positions {
+		r, err := s.position(user, p)
+		if err != nil {
+			return toStatus(err)
+		}
+		if seen[r.conv] {
+			return toStatus(invalid("conversation %q is listed twice", r.conv))
+		}
+		seen[r.conv] = true
+		o.replays = append(o.replays, r)
+	}
+	return toStatus(o.run(stream, subscribeStream))
+}

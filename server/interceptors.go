@@ -1,0 +1,76 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"runtime/debug"
+	"strings"
+
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
+	grpcauth "github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/parleychat/parley/server/auth"
+)
+
+// public lists the services callable without a token: account creation and
+// login, and the standard health and reflection services.
+var public = []string{"parley.v1.AuthService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"}
+
+func needsToken(_ context.Context, c interceptors.CallMeta) bool {
+	for _, svc := range public {
+		if c.Service == svc {
+			return false
+		}
+	}
+	return true
+}
+
+func slogLogger(l *slog.Logger) logging.Logger {
+	return logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
+		l.Log(ctx, slog.Level(lvl), msg, fields...)
+	})
+}
+
+// levels keeps successful calls and client mistakes out of the default log.
+func levels(code codes.Code) logging.Level {
+	switch code {
+	case codes.OK, codes.Canceled, codes.InvalidArgument, codes.NotFound, codes.AlreadyExists,
+		codes.Unauthenticated, codes.PermissionDenied, codes.FailedPrecondition:
+		return logging.LevelDebug
+	case codes.ResourceExhausted, codes.Unavailable, codes.DeadlineExceeded:
+		return logging.LevelInfo
+	default:
+		return logging.LevelError
+	}
+}
+
+func recoverPanic(l *slog.Logger) recovery.Option {
+	return recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
+		l.ErrorContext(ctx, "panic in handler", "panic", p, "stack", strings.ReplaceAll(string(debug.Stack()), "\n\t", " "))
+		return status.Error(codes.Internal, "internal error; the server logged the details")
+	})
+}
+
+// The chains run outermost first: recovery catches panics anywhere below,
+// logging sees the final status, auth runs before any handler.
+func unaryInterceptors(l *slog.Logger, a *auth.Authenticator) []grpc.UnaryServerInterceptor {
+	return []grpc.UnaryServerInterceptor{
+		recovery.UnaryServerInterceptor(recoverPanic(l)),
+		logging.UnaryServerInterceptor(slogLogger(l), logging.WithLevels(levels), logging.WithLogOnEvents(logging.FinishCall)),
+		selector.UnaryServerInterceptor(grpcauth.UnaryServerInterceptor(grpcauth.AuthFunc(a.GRPCAuthFunc())), selector.MatchFunc(needsToken)),
+	}
+}
+
+func streamInterceptors(l *slog.Logger, a *auth.Authenticator) []grpc.StreamServerInterceptor {
+	return []grpc.StreamServerInterceptor{
+		recovery.StreamServerInterceptor(recoverPanic(l)),
+		logging.StreamServerInterceptor(slogLogger(l), logging.WithLevels(levels), logging.WithLogOnEvents(logging.FinishCall)),
+		selector.StreamServerInterceptor(grpcauth.StreamServerInterceptor(grpcauth.AuthFunc(a.GRPCAuthFunc())), selector.MatchFunc(needsToken)),
+	}
+}

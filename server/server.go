@@ -1,0 +1,321 @@
+// Package server assembles a Parley node: the bbolt store, the router, the
+// gRPC services, and one port that serves native gRPC, grpc-web and plain
+// HTTP. parleyd is a thin main around it; tests start it on a loopback port.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/improbable-eng/grpc-web/go/grpcweb"
+	"github.com/soheilhy/cmux"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
+	"github.com/parleychat/parley/server/auth"
+	"github.com/parleychat/parley/server/chat"
+	"github.com/parleychat/parley/server/router"
+	"github.com/parleychat/parley/server/store"
+)
+
+// Config is everything a node needs. The zero value of a field means its
+// default, listed with each field; parleyd exposes each one as a flag.
+type Config struct {
+	Addr    string // listen address; default ":8080"
+	DataDir string // default "./data"
+
+	BatchSize     int           // messages per commit; default 512
+	FlushInterval time.Duration // wait for more messages before a commit; default 1ms
+	NoSync        bool          // benchmarks only: acknowledged messages may be lost on a crash
+	Window        uint64        // W: how far seqs may run ahead of the disk; default 4096
+	Tail          int           // committed messages kept in memory per conversation; default 256
+
+	Queue     int           // per-stream outbound queue in frames; default 1024
+	MaxBody   int           // bytes; default 16384
+	Heartbeat time.Duration // Subscribe heartbeat interval; default 15s
+
+	SigningKey      []byte        // HS256 key; default: generated once and kept in DataDir
+	TokenTTL        time.Duration // default 24h
+	ExternalIssuer  string        // iss of an external token issuer, with ExternalKeyFile
+	ExternalKeyFile string        // PEM public key of the external issuer
+	BcryptCost      int           // default bcrypt.DefaultCost
+
+	CORSOrigins     []string      // origins allowed to call grpc-web from other sites; "*" for any
+	ShutdownTimeout time.Duration // default 10s
+	Web             fs.FS         // browser app served at /; nil serves nothing there
+	Logger          *slog.Logger  // default slog.Default()
+}
+
+// Server is a running node. Start it with Start, stop it with Shutdown.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	store  *store.Store
+	router *router.Router
+	chat   *chat.Service
+	grpc   *grpc.Server
+	http   *http.Server
+	health *health.Server
+
+	lis  net.Listener
+	mux  cmux.CMux
+	wg   sync.WaitGroup
+	once sync.Once
+	err  error
+}
+
+// New opens the store in cfg.DataDir and builds the node without listening.
+func New(cfg Config) (*Server, error) {
+	if cfg.Addr == "" {
+		cfg.Addr = ":8080"
+	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = "./data"
+	}
+	if cfg.ShutdownTimeout == 0 {
+		cfg.ShutdownTimeout = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger}
+
+	var sopts []store.Option
+	if cfg.BatchSize != 0 {
+		sopts = append(sopts, store.WithBatchSize(cfg.BatchSize))
+	}
+	if cfg.FlushInterval != 0 {
+		sopts = append(sopts, store.WithFlushInterval(cfg.FlushInterval))
+	}
+	sopts = append(sopts, store.WithNoSync(cfg.NoSync), store.WithLogger(cfg.Logger))
+	st, err := store.Open(cfg.DataDir, sopts...)
+	if err != nil {
+		return nil, err
+	}
+	s.store = st
+	if err := s.build(); err != nil {
+		st.Close()
+		return nil, err
+	}
+	if st.Unclean() {
+		s.log.Warn("previous run did not stop cleanly; sequencing resumes past the write-behind window", "window", s.window())
+	}
+	return s, nil
+}
+
+func (s *Server) window() uint64 {
+	if s.cfg.Window == 0 {
+		return 4096
+	}
+	return s.cfg.Window
+}
+
+func (s *Server) build() error {
+	cfg := s.cfg
+	var ropts []router.Option
+	ropts = append(ropts, router.WithWindow(s.window()))
+	if cfg.Tail != 0 {
+		ropts = append(ropts, router.WithTail(cfg.Tail))
+	}
+	r, err := router.New(s.store, ropts...)
+	if err != nil {
+		return err
+	}
+	s.router = r
+
+	key := cfg.SigningKey
+	if key == nil {
+		if key, err = auth.LoadOrCreateKey(cfg.DataDir); err != nil {
+			return err
+		}
+	}
+	aopts := []auth.Option{}
+	if cfg.TokenTTL != 0 {
+		aopts = append(aopts, auth.WithTTL(cfg.TokenTTL))
+	}
+	if cfg.ExternalKeyFile != "" || cfg.ExternalIssuer != "" {
+		if cfg.ExternalKeyFile == "" || cfg.ExternalIssuer == "" {
+			return errors.New("server: an external issuer needs both its name and its public key file")
+		}
+		pub, err := auth.LoadPublicKey(cfg.ExternalKeyFile)
+		if err != nil {
+			return err
+		}
+		aopts = append(aopts, auth.WithExternalIssuer(cfg.ExternalIssuer, pub))
+	}
+	authn, err := auth.New(key, aopts...)
+	if err != nil {
+		return err
+	}
+
+	copts := []chat.Option{chat.WithLogger(cfg.Logger)}
+	if cfg.Queue != 0 {
+		copts = append(copts, chat.WithQueue(cfg.Queue))
+	}
+	if cfg.MaxBody != 0 {
+		copts = append(copts, chat.WithMaxBody(cfg.MaxBody))
+	}
+	if cfg.Heartbeat != 0 {
+		copts = append(copts, chat.WithHeartbeat(cfg.Heartbeat))
+	}
+	if cfg.BcryptCost != 0 {
+		copts = append(copts, chat.WithBcryptCost(cfg.BcryptCost))
+	}
+	svc, err := chat.New(r, s.store, authn, copts...)
+	if err != nil {
+		return err
+	}
+	s.chat = svc
+
+	s.grpc = grpc.NewServer(
+		grpc.ForceServerCodecV2(chat.Codec()),
+		grpc.ChainUnaryInterceptor(unaryInterceptors(s.log, authn)...),
+		grpc.ChainStreamInterceptor(streamInterceptors(s.log, authn)...),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	)
+	parleyv1.RegisterAuthServiceServer(s.grpc, svc)
+	parleyv1.RegisterConversationServiceServer(s.grpc, svc)
+	parleyv1.RegisterChatServiceServer(s.grpc, svc)
+	s.health = health.NewServer()
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+
+	web := grpcweb.WrapServer(s.grpc,
+		grpcweb.WithWebsockets(false),
+		grpcweb.WithOriginFunc(originFunc(cfg.CORSOrigins)),
+		grpcweb.WithAllowedRequestHeaders([]string{"authorization", "x-grpc-web", "x-user-agent", "content-type", "grpc-timeout"}),
+	)
+	s.http = &http.Server{
+		Handler:           s.httpHandler(web),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+	}
+	return nil
+}
+
+// originFunc allows grpc-web calls from the listed origins; same-origin
+// requests carry no CORS preflight and need no entry.
+func originFunc(allowed []string) func(string) bool {
+	set := make(map[string]bool, len(allowed))
+	for _, o := range allowed {
+		set[o] = true
+	}
+	return func(origin string) bool { return set["*"] || set[origin] }
+}
+
+func (s *Server) httpHandler(web *grpcweb.WrappedGrpcServer) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		resp, err := s.health.Check(r.Context(), &healthpb.HealthCheckRequest{})
+		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			http.Error(w, "not serving", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	if s.cfg.Web != nil {
+		mux.Handle("GET /", http.FileServerFS(s.cfg.Web))
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if web.IsGrpcWebRequest(r) || web.IsAcceptableGrpcCorsRequest(r) {
+			web.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// Start listens on cfg.Addr and serves in the background.
+func (s *Server) Start() error {
+	l, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("server: listen on %s: %w", s.cfg.Addr, err)
+	}
+	s.Serve(l)
+	return nil
+}
+
+// Serve serves on l in the background. Native gRPC (HTTP/2 with
+// content-type application/grpc) goes to grpc-go's own transport;
+// everything else (grpc-web, the app, /healthz) to net/http.
+func (s *Server) Serve(l net.Listener) {
+	s.lis = l
+	s.mux = cmux.New(userTimeoutListener{l})
+	// A connection that never sends a request must not hold a goroutine forever.
+	s.mux.SetReadTimeout(10 * time.Second)
+	grpcL := s.mux.MatchWithWriters(cmux.HTTP2MatchHeaderFieldSendSettings("content-type", "application/grpc"))
+	httpL := s.mux.Match(cmux.Any())
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.wg.Add(3)
+	go func() { defer s.wg.Done(); s.grpc.Serve(grpcL) }()
+	go func() { defer s.wg.Done(); s.http.Serve(httpL) }()
+	go func() { defer s.wg.Done(); s.mux.Serve() }()
+	s.log.Info("parleyd serving", "addr", l.Addr().String(), "data_dir", s.cfg.DataDir, "epoch", s.store.Epoch())
+}
+
+// Addr is the address the server listens on.
+func (s *Server) Addr() net.Addr { return s.lis.Addr() }
+
+// Epoch is the store's epoch.
+func (s *Server) Epoch() string { return s.store.Epoch() }
+
+// Shutdown stops the node in stages: health goes NOT_SERVING, the listener
+// closes, every stream ends with UNAVAILABLE, in-flight RPCs drain, and the
+// log is flushed and the file closed, so that every acknowledged message is
+// on disk. At ctx's deadline (or ShutdownTimeout) it cuts what is left.
+// Shutdown is idempotent.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.once.Do(func() { s.err = s.shutdown(ctx) })
+	return s.err
+}
+
+func (s *Server) shutdown(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ShutdownTimeout)
+	defer cancel()
+	s.health.Shutdown()
+	if s.lis != nil {
+		s.mux.Close()
+	}
+	if err := s.chat.Shutdown(ctx); err != nil {
+		s.log.Warn("streams did not end in time", "err", err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		done := make(chan struct{})
+		go func() { s.grpc.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			s.grpc.Stop()
+			<-done
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		if err := s.http.Shutdown(ctx); err != nil {
+			s.http.Close()
+		}
+	}()
+	wg.Wait()
+	s.wg.Wait()
+	s.router.Close()
+	if err := s.store.Close(); err != nil {
+		return fmt.Errorf("server: close store: %w", err)
+	}
+	s.log.Info("parleyd stopped")
+	return nil
+}
