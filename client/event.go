@@ -1,0 +1,103 @@
+package client
+
+import (
+	"fmt"
+	"time"
+
+	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
+)
+
+// Event is one thing that happened on a Session. It is one of
+// MessageEvent, SubscribedEvent, StateEvent and ErrorEvent; switch on the
+// type. The set is closed so that a type switch can be exhaustive.
+type Event interface{ event() }
+
+// MessageEvent carries a message in a subscribed conversation. A Session
+// delivers each (sender_id, client_message_id) at most once and each
+// conversation's messages in ascending seq order. The Message must not be
+// modified: it is the one the Session tracks positions from.
+type MessageEvent struct {
+	Message *parleyv1.Message
+}
+
+// SubscribedEvent marks the end of a conversation's replay: every stored
+// message up to Subscribed.HeadSeq has been delivered and what follows is
+// live. It comes once per Subscribe and again after every reconnect. When
+// Subscribed.EpochReset is true the server's log was replaced: seqs kept
+// from before mean nothing and the Session has forgotten them too.
+type SubscribedEvent struct {
+	Subscribed *parleyv1.Subscribed
+}
+
+// StateEvent reports a change in the Session's connection.
+type StateEvent struct {
+	// State is the new state.
+	State State
+	// Err is why the stream broke (StateDisconnected) or why the Session
+	// stopped (StateStopped). It keeps the gRPC status when there is one.
+	Err error
+	// Attempt counts the connection attempts since the last stream that
+	// worked: 0 for the first.
+	Attempt int
+	// RetryIn is how long the Session waits before the next attempt
+	// (StateDisconnected only).
+	RetryIn time.Duration
+}
+
+// ErrorEvent reports an ErrorFrame: a frame the server could not carry out
+// while the stream stayed open. For a send, the same error also fails that
+// send's result; for a subscribe, the subscription is dropped and will not
+// be retried on reconnect.
+type ErrorEvent struct {
+	// Frame is the server's ErrorFrame as received.
+	Frame *parleyv1.ErrorFrame
+	// Err is Frame as an error carrying its gRPC status code.
+	Err error
+}
+
+func (MessageEvent) event()    {}
+func (SubscribedEvent) event() {}
+func (StateEvent) event()      {}
+func (ErrorEvent) event()      {}
+
+// State is the connection state of a Session.
+type State int
+
+// The states a Session moves through. A Session starts Connecting, goes to
+// Connected when its stream opens, to Disconnected (and back to Connecting
+// after a backoff) whenever the stream breaks, and ends Stopped when the
+// server refuses its token. Close ends a Session without a Stopped event.
+const (
+	StateConnecting State = iota + 1
+	StateConnected
+	StateDisconnected
+	StateStopped
+)
+
+func (s State) String() string {
+	switch s {
+	case StateConnecting:
+		return "connecting"
+	case StateConnected:
+		return "connected"
+	case StateDisconnected:
+		return "disconnected"
+	case StateStopped:
+		return "stopped"
+	}
+	return fmt.Sprintf("State(%d)", int(s))
+}
+
+// SendResult is the outcome of one send: the acknowledgement, which means
+// the message is durable, or the error that ended it.
+type SendResult struct {
+	Ack *parleyv1.SendResponse
+	Err error
+}
+
+// Position is how far a Session has read a conversation: the last seq seen
+// and the log epoch that seq belongs to (empty until a Subscribed says).
+type Position struct {
+	Seq   uint64
+	Epoch string
+}

@@ -1,0 +1,429 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
+)
+
+// Session keeps a Chat stream to the server open and carries a chat
+// session over it: subscriptions, sends with acknowledgements, pings.
+//
+// When the stream breaks (network failure, server restart, UNAVAILABLE on
+// shutdown, RESOURCE_EXHAUSTED for a slow consumer, a missed pong) the
+// Session waits a backoff with full jitter and opens a new one. There it
+// resubscribes every conversation from the last seq it delivered, with the
+// epoch of the last Subscribed, and resends every unacknowledged message
+// under its original client_message_id; the server acknowledges an
+// accepted resend as a duplicate and does not deliver it again. It stops
+// for good only when the server answers UNAUTHENTICATED, or on Close.
+//
+// All methods are safe for concurrent use. Events must be read: see Events.
+type Session struct {
+	c      *Client
+	cfg    sessionConfig
+	ctx    context.Context // ends the Session; its cause says why
+	cancel context.CancelCauseFunc
+	events chan Event
+	done   chan struct{}
+	kick   chan struct{} // buffered 1: wakes the stream's writer
+	room   chan struct{} // one token per outbox slot in use; bounds the outbox
+	rtt    atomic.Int64  // nanoseconds, 0 until the first pong
+
+	// stalls counts the times the reader had to wait for the application
+	// to take an event, and stalled is true while it waits. A pong that
+	// comes late because of that says nothing about the network.
+	stalls  atomic.Uint64
+	stalled atomic.Bool
+
+	mu        sync.Mutex // protects the fields below
+	subs      map[string]*subscription
+	positions map[string]Position
+	outbox    *outbox
+	sendq     []*parleyv1.ChatRequest // frames for the current stream's writer, in order
+	frameID   uint64                  // last frame_id used
+	ping      pingState
+	err       error // why the Session ended; nil while it runs
+
+	// dedup is owned by the run goroutine, which is the only reader of
+	// every stream.
+	dedup *dedup
+}
+
+// subscription is a conversation the Session follows. A new one is made for
+// every Subscribe, so the reader can tell by identity whether the one it
+// looked at is still current.
+type subscription struct {
+	frameID   uint64 // of the subscribe frame on the current stream
+	replaying bool   // subscribe sent, Subscribed not yet received
+	from      uint64 // after_seq that subscribe asked for
+	replayMax uint64 // highest seq seen during this replay
+	resetSeen bool   // the replay went back past from: the epoch changed
+}
+
+// pingState is the ping in flight, if any.
+type pingState struct {
+	outstanding bool
+	nonce       uint64
+	sent        time.Time
+	stalls      uint64 // Session.stalls when the ping went out
+	checked     uint64 // Session.stalls when the pong deadline last passed
+}
+
+// SessionOption configures NewSession.
+type SessionOption func(*sessionConfig)
+
+type sessionConfig struct {
+	eventBuffer  int
+	backoff      backoff
+	pingInterval time.Duration
+	pingTimeout  time.Duration
+	dedupSize    int
+	outboxSize   int
+}
+
+func defaultSessionConfig() sessionConfig {
+	return sessionConfig{
+		eventBuffer:  256,
+		backoff:      backoff{min: 250 * time.Millisecond, max: 30 * time.Second},
+		pingInterval: 15 * time.Second,
+		pingTimeout:  10 * time.Second,
+		dedupSize:    4096,
+		outboxSize:   1024,
+	}
+}
+
+// WithEventBuffer sets how many events wait for the application before the
+// Session stops reading the stream (default 256).
+func WithEventBuffer(n int) SessionOption {
+	return func(c *sessionConfig) {
+		if n >= 0 {
+			c.eventBuffer = n
+		}
+	}
+}
+
+// WithBackoff sets the reconnect backoff: the n-th consecutive failed
+// attempt waits a uniformly random time up to min(max, min·2ⁿ). The
+// defaults are 250ms and 30s.
+func WithBackoff(min, max time.Duration) SessionOption {
+	return func(c *sessionConfig) {
+		if min > 0 && max >= min {
+			c.backoff = backoff{min: min, max: max}
+		}
+	}
+}
+
+// WithPing sets how often the Session pings the server (default 15s) and
+// how long it waits for the pong before it takes the connection for dead
+// and reconnects (default 10s).
+func WithPing(interval, timeout time.Duration) SessionOption {
+	return func(c *sessionConfig) {
+		if interval > 0 && timeout > 0 {
+			c.pingInterval, c.pingTimeout = interval, timeout
+		}
+	}
+}
+
+// WithDedupSize sets how many recent (sender_id, client_message_id) pairs
+// the Session remembers to drop duplicate deliveries (default 4096).
+func WithDedupSize(n int) SessionOption {
+	return func(c *sessionConfig) {
+		if n >= 0 {
+			c.dedupSize = n
+		}
+	}
+}
+
+// WithOutboxSize bounds the unacknowledged sends a Session holds (default
+// 1024); Send and SendAsync wait for room beyond it.
+func WithOutboxSize(n int) SessionOption {
+	return func(c *sessionConfig) {
+		if n > 0 {
+			c.outboxSize = n
+		}
+	}
+}
+
+// NewSession starts a Session on c. It returns at once: the stream opens in
+// the background and StateEvents report how that goes, so sends and
+// subscriptions can be made while offline and go out on connect.
+//
+// The Session lives until Close, until ctx ends, or until the server
+// refuses the token. Values of ctx (such as outgoing metadata) are passed
+// to every Chat stream the Session opens.
+func (c *Client) NewSession(ctx context.Context, opts ...SessionOption) (*Session, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("new session: %w", err)
+	}
+	cfg := defaultSessionConfig()
+	for _, o := range opts {
+		o(&cfg)
+	}
+	sctx, cancel := context.WithCancelCause(ctx)
+	s := &Session{
+		c:         c,
+		cfg:       cfg,
+		ctx:       sctx,
+		cancel:    cancel,
+		events:    make(chan Event, cfg.eventBuffer),
+		done:      make(chan struct{}),
+		kick:      make(chan struct{}, 1),
+		room:      make(chan struct{}, cfg.outboxSize),
+		subs:      make(map[string]*subscription),
+		positions: make(map[string]Position),
+		outbox:    newOutbox(),
+		dedup:     newDedup(cfg.dedupSize),
+	}
+	if err := c.addSession(s); err != nil {
+		cancel(err)
+		return nil, fmt.Errorf("new session: %w", err)
+	}
+	go s.run()
+	return s, nil
+}
+
+// Events returns the channel of the Session's events. It is closed after
+// the Session ends, once every event before the end has been queued.
+//
+// The channel is bounded (WithEventBuffer). When it is full the Session
+// stops reading the stream until the application takes an event, which
+// backs up the gRPC stream to the server. That is intended: nothing is
+// dropped, the server eventually cuts the stream with RESOURCE_EXHAUSTED
+// ("slow consumer"), and the Session resumes from the last seq it
+// delivered. An application that never reads Events gets no messages, no
+// acknowledgements (they are read from the same stream) and no progress.
+func (s *Session) Events() <-chan Event { return s.events }
+
+// Done returns a channel that is closed when the Session has ended and all
+// its goroutines have exited.
+func (s *Session) Done() <-chan struct{} { return s.done }
+
+// Err returns why the Session ended: nil while it runs, ErrClosed after
+// Close, an error wrapping ErrClosed and the context's error when its
+// context ended, or the server's UNAUTHENTICATED status error.
+func (s *Session) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// Close ends the Session and waits for its goroutines to exit. Sends
+// still pending fail with ErrClosed: they may or may not have reached the
+// server. Close is safe to call more than once and from any goroutine,
+// including the one that reads Events.
+func (s *Session) Close() error {
+	s.cancel(ErrClosed)
+	<-s.done
+	return nil
+}
+
+// RTT returns the round-trip time of the last ping, 0 before the first
+// pong. Pings delayed because the application was not reading Events are
+// not counted.
+func (s *Session) RTT() time.Duration { return time.Duration(s.rtt.Load()) }
+
+// Positions returns, for every conversation the Session has read, the last
+// seq delivered and its epoch. The map is a copy the caller owns; saving
+// it and passing an entry to SubscribeAt in a later Session resumes there.
+func (s *Session) Positions() map[string]Position {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.positions)
+}
+
+// Subscribe follows a conversation, replaying stored messages with seq
+// greater than afterSeq and then live ones. The epoch sent along is the one
+// the Session last saw for the conversation, if any; use SubscribeAt to
+// resume from a position saved elsewhere.
+//
+// Subscribe does not wait for the server: a SubscribedEvent marks the end
+// of the replay, an ErrorEvent a refusal. Subscribing to a conversation the
+// Session already follows does nothing. It fails only after the Session
+// ended.
+func (s *Session) Subscribe(conversationID string, afterSeq uint64) error {
+	s.mu.Lock()
+	epoch := s.positions[conversationID].Epoch
+	s.mu.Unlock()
+	return s.SubscribeAt(conversationID, Position{Seq: afterSeq, Epoch: epoch})
+}
+
+// SubscribeAt is Subscribe from a saved Position: pos.Seq is the last seq
+// the application has and pos.Epoch the epoch it came with (empty if
+// unknown). If the server's log changed since, it replays from the start
+// and the SubscribedEvent says EpochReset.
+func (s *Session) SubscribeAt(conversationID string, pos Position) error {
+	s.mu.Lock()
+	if s.err != nil {
+		err := s.err
+		s.mu.Unlock()
+		return fmt.Errorf("subscribe %s: %w", conversationID, err)
+	}
+	if _, ok := s.subs[conversationID]; ok {
+		s.mu.Unlock()
+		return nil
+	}
+	s.positions[conversationID] = pos
+	sub := &subscription{replaying: true, from: pos.Seq}
+	s.subs[conversationID] = sub
+	sub.frameID = s.queueLocked(subscribeFrame(conversationID, pos))
+	s.mu.Unlock()
+	s.wake()
+	return nil
+}
+
+// Unsubscribe stops following a conversation. Messages already on their
+// way are dropped. Its Position is kept, so a later Subscribe resumes
+// where it stopped. Unsubscribing a conversation not followed does nothing.
+func (s *Session) Unsubscribe(conversationID string) error {
+	s.mu.Lock()
+	if s.err != nil {
+		err := s.err
+		s.mu.Unlock()
+		return fmt.Errorf("unsubscribe %s: %w", conversationID, err)
+	}
+	if _, ok := s.subs[conversationID]; !ok {
+		s.mu.Unlock()
+		return nil
+	}
+	delete(s.subs, conversationID)
+	s.queueLocked(&parleyv1.ChatRequest{Frame: &parleyv1.ChatRequest_Unsubscribe{
+		Unsubscribe: &parleyv1.Unsubscribe{ConversationId: conversationID},
+	}})
+	s.mu.Unlock()
+	s.wake()
+	return nil
+}
+
+// Send posts a message and blocks until the server acknowledges it, which
+// means it is durable, or until ctx ends. The message survives reconnects:
+// it is resent under the same client_message_id until answered.
+//
+// If ctx ends first, Send returns ctx's error but the message stays in the
+// outbox and may still be delivered; only its result is lost. An error
+// carrying a gRPC status (status.Code) is the server's refusal of this one
+// message (from an ErrorFrame); the Session goes on.
+func (s *Session) Send(ctx context.Context, conversationID, body string) (*parleyv1.SendResponse, error) {
+	id, result, err := s.SendAsync(ctx, conversationID, body)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case r := <-result:
+		return r.Ack, r.Err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("send %s to %s: waiting for ack: %w", id, conversationID, ctx.Err())
+	}
+}
+
+// SendAsync queues a message in the outbox and returns at once with its
+// client_message_id and a channel that receives exactly one SendResult and
+// is never closed. ctx only bounds the wait for room in a full outbox (see
+// WithOutboxSize); once queued, the message is sent until answered or the
+// Session ends.
+func (s *Session) SendAsync(ctx context.Context, conversationID, body string) (string, <-chan SendResult, error) {
+	select {
+	case s.room <- struct{}{}:
+	case <-ctx.Done():
+		return "", nil, fmt.Errorf("send to %s: waiting for room in the outbox: %w", conversationID, ctx.Err())
+	case <-s.ctx.Done():
+		return "", nil, fmt.Errorf("send to %s: %w", conversationID, s.endErr())
+	}
+	p := &pendingSend{
+		req: &parleyv1.SendRequest{
+			ConversationId:  conversationID,
+			ClientMessageId: NewClientMessageID(),
+			Body:            body,
+		},
+		result: make(chan SendResult, 1),
+	}
+	s.mu.Lock()
+	if s.err != nil {
+		err := s.err
+		s.mu.Unlock()
+		<-s.room
+		return "", nil, fmt.Errorf("send to %s: %w", conversationID, err)
+	}
+	s.outbox.add(p)
+	p.frameID = s.queueLocked(sendFrame(p.req))
+	s.mu.Unlock()
+	s.wake()
+	return p.req.ClientMessageId, p.result, nil
+}
+
+// endErr is the error for a Session whose context has ended; run records
+// the same one in s.err.
+func (s *Session) endErr() error {
+	cause := context.Cause(s.ctx)
+	if cause == nil || cause == ErrClosed {
+		return ErrClosed
+	}
+	return fmt.Errorf("%w: %w", ErrClosed, cause)
+}
+
+// queueLocked appends a frame for the current stream's writer, giving it a
+// frame_id, which it returns. If there is no stream, the frame waits for
+// the next one, where resetStreamLocked replaces the queue anyway. s.mu
+// must be held.
+func (s *Session) queueLocked(req *parleyv1.ChatRequest) uint64 {
+	s.frameID++
+	req.FrameId = s.frameID
+	s.sendq = append(s.sendq, req)
+	return s.frameID
+}
+
+// wake tells the writer there are frames; it never blocks.
+func (s *Session) wake() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// takeFrames hands the writer everything queued so far.
+func (s *Session) takeFrames() []*parleyv1.ChatRequest {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q := s.sendq
+	s.sendq = nil
+	return q
+}
+
+func subscribeFrame(conversationID string, pos Position) *parleyv1.ChatRequest {
+	return &parleyv1.ChatRequest{Frame: &parleyv1.ChatRequest_Subscribe{
+		Subscribe: &parleyv1.SubscribePosition{
+			ConversationId: conversationID,
+			AfterSeq:       pos.Seq,
+			Epoch:          pos.Epoch,
+		},
+	}}
+}
+
+func sendFrame(req *parleyv1.SendRequest) *parleyv1.ChatRequest {
+	return &parleyv1.ChatRequest{Frame: &parleyv1.ChatRequest_Send{Send: req}}
+}
+
+// resetStreamLocked rebuilds the writer's queue for a new stream from the
+// Session's state: a subscribe for every followed conversation from its
+// position, then every pending send in order. Frames queued for the old
+// stream are discarded because this state already covers them. s.mu must
+// be held.
+func (s *Session) resetStreamLocked() {
+	s.sendq = nil
+	for _, conv := range slices.Sorted(maps.Keys(s.subs)) {
+		sub := s.subs[conv]
+		pos := s.positions[conv]
+		sub.replaying, sub.from, sub.replayMax, sub.resetSeen = true, pos.Seq, 0, false
+		sub.frameID = s.queueLocked(subscribeFrame(conv, pos))
+	}
+	s.outbox.each(func(p *pendingSend) {
+		p.frameID = s.queueLocked(sendFrame(p.req))
+	})
+	s.ping = pingState{}
+}
