@@ -19,7 +19,11 @@ import (
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// The grpc-web wrapper pulls in a timer package that starts a goroutine in
+// its init; it is not ours to stop.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/desertbit/timer.timerRoutine"))
+}
 
 // testKey is a fixed signing key, so tokens survive a restart in tests.
 var testKey = []byte("0123456789abcdef0123456789abcdef")
