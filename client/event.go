@@ -46,8 +46,10 @@ type StateEvent struct {
 
 // ErrorEvent reports an ErrorFrame: a frame the server could not carry out
 // while the stream stayed open. For a send, the same error also fails that
-// send's result; for a subscribe, the subscription is dropped and will not
-// be retried on reconnect.
+// send's result, except UNAVAILABLE, which the server uses for "not
+// stored, resend it": that send stays in the outbox and is resent after a
+// backoff under the same client_message_id. For a subscribe, the
+// subscription is dropped and not retried on reconnect.
 type ErrorEvent struct {
 	// Frame is the server's ErrorFrame as received.
 	Frame *parleyv1.ErrorFrame

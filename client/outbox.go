@@ -10,6 +10,7 @@ import (
 type pendingSend struct {
 	req     *parleyv1.SendRequest
 	frameID uint64          // frame_id of its latest transmission
+	retries int             // UNAVAILABLE answers so far, for the retry backoff
 	result  chan SendResult // buffered 1: answering never blocks the reader
 	elem    *list.Element
 }
@@ -33,8 +34,25 @@ func (o *outbox) add(p *pendingSend) {
 
 func (o *outbox) len() int { return o.order.Len() }
 
+// get returns the send with the given client_message_id, or nil if it is
+// not pending (already answered, or never ours).
+func (o *outbox) get(clientMessageID string) *pendingSend {
+	return o.byID[clientMessageID]
+}
+
+// getFrame is get by frame_id, for error frames that name no
+// client_message_id.
+func (o *outbox) getFrame(frameID uint64) *pendingSend {
+	for e := o.order.Front(); e != nil; e = e.Next() {
+		if p := e.Value.(*pendingSend); p.frameID == frameID {
+			return p
+		}
+	}
+	return nil
+}
+
 // take removes and returns the send with the given client_message_id, or
-// nil if it is not pending (already answered, or never ours).
+// nil if it is not pending.
 func (o *outbox) take(clientMessageID string) *pendingSend {
 	p, ok := o.byID[clientMessageID]
 	if !ok {
@@ -43,17 +61,6 @@ func (o *outbox) take(clientMessageID string) *pendingSend {
 	o.order.Remove(p.elem)
 	delete(o.byID, clientMessageID)
 	return p
-}
-
-// takeFrame is take by frame_id, for error frames that name no
-// client_message_id.
-func (o *outbox) takeFrame(frameID uint64) *pendingSend {
-	for e := o.order.Front(); e != nil; e = e.Next() {
-		if p := e.Value.(*pendingSend); p.frameID == frameID {
-			return o.take(p.req.GetClientMessageId())
-		}
-	}
-	return nil
 }
 
 // each calls f on every pending send, oldest first.

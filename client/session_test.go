@@ -371,7 +371,7 @@ func TestUnauthenticatedStopsTheSession(t *testing.T) {
 func TestErrorFrames(t *testing.T) {
 	t.Run("a rejected send fails alone", func(t *testing.T) {
 		srv, c := setup(t)
-		srv.Reject("bad", codes.InvalidArgument)
+		srv.Reject("bad", codes.InvalidArgument, 0)
 		s, r := record(t, c, fast()...)
 		ctx := testCtx(t)
 
@@ -410,6 +410,26 @@ func TestErrorFrames(t *testing.T) {
 		}
 		if bad != 1 {
 			t.Errorf("bad message sent %d times, want 1", bad)
+		}
+	})
+	t.Run("a send not stored is resent", func(t *testing.T) {
+		srv, c := setup(t)
+		srv.Reject("flaky", codes.Unavailable, 2)
+		s, r := record(t, c, fast()...)
+		ack, err := s.Send(testCtx(t), conv, "flaky")
+		if err != nil {
+			t.Fatalf("Send: %v", err)
+		}
+		var ids []string
+		for _, f := range srv.Sends() {
+			ids = append(ids, f.GetClientMessageId())
+		}
+		if id := ack.GetClientMessageId(); !slices.Equal(ids, []string{id, id, id}) {
+			t.Errorf("send frames carried ids %v, want %s three times", ids, id)
+		}
+		eventually(t, "two error events", func() bool { return len(r.errors()) == 2 })
+		if n := srv.StreamsOpened(); n != 1 {
+			t.Errorf("%d streams opened, want 1", n)
 		}
 	})
 	t.Run("a refused subscription is not retried", func(t *testing.T) {

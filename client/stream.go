@@ -289,17 +289,29 @@ func (s *Session) handleSubscribed(sb *parleyv1.Subscribed) bool {
 }
 
 func (s *Session) handleError(f *parleyv1.ErrorFrame) bool {
-	err := status.Error(codes.Code(f.GetCode()), f.GetMessage())
-	var p *pendingSend
+	code := codes.Code(f.GetCode())
+	err := status.Error(code, f.GetMessage())
+	var failed *pendingSend
 	s.mu.Lock()
 	switch f.GetFrame() {
 	case "send":
-		if id := f.GetClientMessageId(); id != "" {
-			p = s.outbox.take(id)
-		} else if f.GetFrameId() != 0 {
-			p = s.outbox.takeFrame(f.GetFrameId())
+		p := s.outbox.get(f.GetClientMessageId())
+		if p == nil && f.GetFrameId() != 0 {
+			p = s.outbox.getFrame(f.GetFrameId())
+		}
+		switch {
+		case p == nil:
+		case code == codes.Unavailable:
+			// The server's word for "not stored, resend with the same
+			// client_message_id": the send stays in the outbox.
+			s.retryLaterLocked(p)
+		default:
+			failed = s.outbox.take(p.req.GetClientMessageId())
 		}
 	case "subscribe":
+		if code == codes.AlreadyExists {
+			break // the subscription is in place
+		}
 		// A refused subscription would be refused again on every
 		// reconnect; forget it and let the application decide.
 		for conv, sub := range s.subs {
@@ -309,11 +321,31 @@ func (s *Session) handleError(f *parleyv1.ErrorFrame) bool {
 		}
 	}
 	s.mu.Unlock()
-	if p != nil {
-		err = fmt.Errorf("send %s to %s: %w", p.req.GetClientMessageId(), p.req.GetConversationId(), err)
-		s.answer(p, SendResult{Err: err})
+	if failed != nil {
+		err = fmt.Errorf("send %s to %s: %w", failed.req.GetClientMessageId(), failed.req.GetConversationId(), err)
+		s.answer(failed, SendResult{Err: err})
 	}
 	return s.emit(ErrorEvent{Frame: f, Err: err})
+}
+
+// retryLaterLocked sends p again on the current stream after a backoff,
+// unless it is answered or resent on a new stream before then. s.mu must
+// be held.
+func (s *Session) retryLaterLocked(p *pendingSend) {
+	wait := s.cfg.backoff.delay(p.retries)
+	p.retries++
+	frameID := p.frameID
+	time.AfterFunc(wait, func() {
+		s.mu.Lock()
+		current := s.err == nil && s.outbox.get(p.req.GetClientMessageId()) == p && p.frameID == frameID
+		if current {
+			p.frameID = s.queueLocked(sendFrame(p.req))
+		}
+		s.mu.Unlock()
+		if current {
+			s.wake()
+		}
+	})
 }
 
 // answer delivers a send's result and frees its outbox slot. The send must

@@ -59,8 +59,14 @@ type Server struct {
 	opened     int
 	dropAcks   bool
 	dropPongs  bool
-	rejects    map[string]codes.Code // body → code of the ErrorFrame that answers it
+	rejects    map[string]*reject // by body
 	stopped    bool
+}
+
+// reject answers sends of one body with an ErrorFrame.
+type reject struct {
+	code  codes.Code
+	times int // how many more sends to answer so; < 0 for all
 }
 
 type conversation struct {
@@ -96,7 +102,7 @@ func New(t testing.TB) *Server {
 		epoch:   randomID(),
 		acks:    make(map[string]*parleyv1.SendResponse),
 		streams: make(map[*stream]struct{}),
-		rejects: make(map[string]codes.Code),
+		rejects: make(map[string]*reject),
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -244,11 +250,15 @@ func (s *Server) DropPongs(drop bool) {
 	s.mu.Unlock()
 }
 
-// Reject makes every Chat send with this body fail with an ErrorFrame of
-// the given code instead of being stored.
-func (s *Server) Reject(body string, code codes.Code) {
+// Reject makes the next times Chat sends with this body (every one if
+// times <= 0) fail with an ErrorFrame of the given code instead of being
+// stored.
+func (s *Server) Reject(body string, code codes.Code, times int) {
+	if times <= 0 {
+		times = -1
+	}
 	s.mu.Lock()
-	s.rejects[body] = code
+	s.rejects[body] = &reject{code: code, times: times}
 	s.mu.Unlock()
 }
 
@@ -526,8 +536,9 @@ func (s *Server) handleFrame(st *stream, req *parleyv1.ChatRequest) {
 	switch f := req.GetFrame().(type) {
 	case *parleyv1.ChatRequest_Send:
 		s.sends = append(s.sends, proto.CloneOf(f.Send))
-		if code, ok := s.rejects[f.Send.GetBody()]; ok {
-			fail("send", code, "rejected by test", f.Send.GetConversationId(), f.Send.GetClientMessageId())
+		if r, ok := s.rejects[f.Send.GetBody()]; ok && r.times != 0 {
+			r.times--
+			fail("send", r.code, "rejected by test", f.Send.GetConversationId(), f.Send.GetClientMessageId())
 			return
 		}
 		ack, err := s.publishLocked(st.user, f.Send)
