@@ -122,7 +122,8 @@ func WithBackoff(min, max time.Duration) SessionOption {
 
 // WithPing sets how often the Session pings the server (default 15s) and
 // how long it waits for the pong before it takes the connection for dead
-// and reconnects (default 10s).
+// and reconnects (default 10s). The timeout also bounds how long opening a
+// stream waits for a connection before the attempt counts as failed.
 func WithPing(interval, timeout time.Duration) SessionOption {
 	return func(c *sessionConfig) {
 		if interval > 0 && timeout > 0 {

@@ -588,3 +588,16 @@ func TestPositionsSurviveUnsubscribe(t *testing.T) {
 		t.Errorf("resubscribe = %v, want after_seq 2 with the epoch", last)
 	}
 }
+
+func TestOutageIsReported(t *testing.T) {
+	srv, c := setup(t)
+	_, r := record(t, c, fast(client.WithPing(20*time.Millisecond, 100*time.Millisecond))...)
+	eventually(t, "connected", func() bool { return r.count(client.StateConnected) == 1 })
+	srv.Stop()
+	eventually(t, "two failed attempts", func() bool { return r.count(client.StateDisconnected) >= 3 })
+	for _, st := range r.states() {
+		if st.State == client.StateDisconnected && status.Code(st.Err) != codes.Unavailable {
+			t.Errorf("Disconnected.Err = %v, want UNAVAILABLE", st.Err)
+		}
+	}
+}

@@ -15,6 +15,10 @@ import (
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
 )
 
+// errNotConnected cancels a stream that could not open within the ping
+// timeout.
+var errNotConnected = errors.New("parley client: no connection to the server")
+
 // chatStream is the client side of one Chat stream.
 type chatStream = grpc.BidiStreamingClient[parleyv1.ChatRequest, parleyv1.ChatResponse]
 
@@ -63,8 +67,17 @@ func (s *Session) run() {
 func (s *Session) runStream() (worked bool, err error) {
 	ctx, cancel := context.WithCancelCause(s.ctx)
 	defer cancel(nil)
-	stream, err := s.c.chat.Chat(ctx)
+	// While gRPC redials a lost connection, a fail-fast open would only
+	// return the last dial error and waste a backoff; waiting for ready
+	// opens the stream the moment the connection is back. The timer bounds
+	// the wait so that the application still hears about an outage.
+	timer := time.AfterFunc(s.cfg.pingTimeout, func() { cancel(errNotConnected) })
+	stream, err := s.c.chat.Chat(ctx, grpc.WaitForReady(true))
+	timedOut := !timer.Stop()
 	if err != nil {
+		if timedOut && s.ctx.Err() == nil {
+			return false, status.Errorf(codes.Unavailable, "not connected within %s: %s", s.cfg.pingTimeout, status.Convert(err).Message())
+		}
 		return false, fmt.Errorf("open chat stream: %w", err)
 	}
 	s.mu.Lock()
