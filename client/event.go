@@ -13,8 +13,9 @@ import (
 type Event interface{ event() }
 
 // MessageEvent carries a message in a subscribed conversation. A Session
-// delivers each (sender_id, client_message_id) at most once and each
-// conversation's messages in ascending seq order. The Message must not be
+// delivers each conversation's messages in ascending seq order within an
+// epoch, and never delivers a (sender_id, client_message_id) it delivered
+// among the last WithDedupSize messages. The Message must not be
 // modified: it is the one the Session tracks positions from.
 type MessageEvent struct {
 	Message *parleyv1.Message
@@ -76,6 +77,7 @@ const (
 	StateStopped
 )
 
+// String returns the state's name in lower case, for logs and status lines.
 func (s State) String() string {
 	switch s {
 	case StateConnecting:

@@ -24,6 +24,11 @@ import (
 // accepted resend as a duplicate and does not deliver it again. It stops
 // for good only when the server answers UNAUTHENTICATED, or on Close.
 //
+// A Session keeps its positions and its outbox in memory only. An
+// application that must survive its own restart saves Positions and
+// resumes with SubscribeAt; sends still pending when the process exits are
+// lost unless the application kept them too.
+//
 // All methods are safe for concurrent use. Events must be read: see Events.
 type Session struct {
 	c      *Client
@@ -309,7 +314,9 @@ func (s *Session) Unsubscribe(conversationID string) error {
 // If ctx ends first, Send returns ctx's error but the message stays in the
 // outbox and may still be delivered; only its result is lost. An error
 // carrying a gRPC status (status.Code) is the server's refusal of this one
-// message (from an ErrorFrame); the Session goes on.
+// message (from an ErrorFrame); the Session goes on. Acknowledgements
+// arrive on the same stream as events, so Send returns only while someone
+// reads Events.
 func (s *Session) Send(ctx context.Context, conversationID, body string) (*parleyv1.SendResponse, error) {
 	id, result, err := s.SendAsync(ctx, conversationID, body)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -66,6 +67,7 @@ type runner struct {
 
 	server  string // --server; empty means resolve from env, config, default
 	tls     bool
+	tlsSet  bool // --tls was given, so it overrides the saved login's choice
 	timeout time.Duration
 }
 
@@ -219,14 +221,11 @@ func (r *runner) globalFlags(fs *flag.FlagSet) {
 		return nil
 	})
 	fs.BoolFunc("tls", "connect with TLS using the system's roots (default: plaintext, or what the saved login used)", func(v string) error {
-		switch v {
-		case "true":
-			r.tls = true
-		case "false":
-			r.tls = false
-		default:
+		b, err := strconv.ParseBool(v)
+		if err != nil {
 			return fmt.Errorf("invalid boolean %q", v)
 		}
+		r.tls, r.tlsSet = b, true
 		return nil
 	})
 	fs.Func("timeout", "`duration` to wait for each call to the server (default 10s)", func(v string) error {

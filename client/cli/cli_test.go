@@ -141,21 +141,24 @@ func TestConfigFile(t *testing.T) {
 }
 
 func TestResolve(t *testing.T) {
-	saved := Config{Server: "saved:1", User: "alice", Token: "saved-token"}
+	saved := Config{Server: "saved:1", TLS: true, User: "alice", Token: "saved-token"}
 	tests := []struct {
 		name   string
-		flag   string
+		flags  []string
 		env    map[string]string
 		saved  Config
 		server string
 		token  string
+		tls    bool
 	}{
-		{"nothing", "", nil, Config{}, DefaultServer, ""},
-		{"saved login", "", nil, saved, "saved:1", "saved-token"},
-		{"env beats saved", "", map[string]string{"PARLEY_SERVER": "env:2"}, saved, "env:2", ""},
-		{"flag beats env", "flag:3", map[string]string{"PARLEY_SERVER": "env:2"}, saved, "flag:3", ""},
-		{"flag naming the saved server", "saved:1", nil, saved, "saved:1", "saved-token"},
-		{"token from env", "other:4", map[string]string{"PARLEY_TOKEN": "env-token"}, saved, "other:4", "env-token"},
+		{"nothing", nil, nil, Config{}, DefaultServer, "", false},
+		{"saved login", nil, nil, saved, "saved:1", "saved-token", true},
+		{"env beats saved", nil, map[string]string{"PARLEY_SERVER": "env:2"}, saved, "env:2", "", false},
+		{"flag beats env", []string{"--server", "flag:3"}, map[string]string{"PARLEY_SERVER": "env:2"}, saved, "flag:3", "", false},
+		{"flag naming the saved server", []string{"--server", "saved:1"}, nil, saved, "saved:1", "saved-token", true},
+		{"tls flag beats saved", []string{"--tls=false"}, nil, saved, "saved:1", "saved-token", false},
+		{"tls flag elsewhere", []string{"--tls", "--server", "x:5"}, nil, Config{}, "x:5", "", true},
+		{"token from env", []string{"--server", "other:4"}, map[string]string{"PARLEY_TOKEN": "env-token"}, saved, "other:4", "env-token", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -169,13 +172,18 @@ func TestResolve(t *testing.T) {
 			for k, v := range tt.env {
 				env[k] = v
 			}
-			r := &runner{server: tt.flag, getenv: func(k string) string { return env[k] }}
+			r := &runner{getenv: func(k string) string { return env[k] }}
+			fs := flag.NewFlagSet("t", flag.ContinueOnError)
+			r.globalFlags(fs)
+			if err := fs.Parse(tt.flags); err != nil {
+				t.Fatal(err)
+			}
 			got, err := r.resolve()
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got.server != tt.server || got.token != tt.token {
-				t.Errorf("resolve = server %q token %q, want %q %q", got.server, got.token, tt.server, tt.token)
+			if got.server != tt.server || got.token != tt.token || got.tls != tt.tls {
+				t.Errorf("resolve = server %q token %q tls %v, want %q %q %v", got.server, got.token, got.tls, tt.server, tt.token, tt.tls)
 			}
 		})
 	}

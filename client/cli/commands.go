@@ -51,7 +51,9 @@ func (r *runner) resolve() (target, error) {
 	}
 	if t.server == cfg.Server {
 		t.token = cfg.Token
-		t.tls = t.tls || cfg.TLS
+		if !r.tlsSet {
+			t.tls = cfg.TLS
+		}
 	}
 	if tok := r.getenv("PARLEY_TOKEN"); tok != "" {
 		t.token = tok
