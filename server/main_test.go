@@ -257,3 +257,32 @@ func checkOrdered(t testing.TB, who string, msgs []*parleyv1.Message) {
 		seen[k] = true
 	}
 }
+
+// pipeline sends n messages to conv on one Chat stream without waiting
+// between them, then waits for every ack, and returns the acks in order.
+func (u *user) pipeline(t testing.TB, conv, prefix string, n int, body string) []*parleyv1.SendResponse {
+	t.Helper()
+	s := u.open(t)
+	for i := 0; i < n; i++ {
+		err := s.c.Send(&parleyv1.ChatRequest{FrameId: uint64(i), Frame: &parleyv1.ChatRequest_Send{Send: &parleyv1.SendRequest{
+			ConversationId: conv, ClientMessageId: fmt.Sprint(prefix, i), Body: body}}})
+		if err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+	}
+	acks := make([]*parleyv1.SendResponse, 0, n)
+	for len(acks) < n {
+		f := s.next(t)
+		if e := f.GetError(); e != nil {
+			t.Fatalf("%s: error frame %v", u.id, e)
+		}
+		if a := f.GetSendAck(); a != nil {
+			acks = append(acks, a)
+		}
+	}
+	s.c.CloseSend()
+	if err := <-s.done; err != io.EOF {
+		t.Fatalf("stream after half-close ended with %v, want OK", err)
+	}
+	return acks
+}

@@ -50,15 +50,14 @@ type Tokens interface {
 }
 
 type options struct {
-	maxBody      int
-	queue        int
-	heartbeat    time.Duration
-	replayPage   int
-	bcryptCost   int
-	maxSubs      int
-	logger       *slog.Logger
-	publishWait  time.Duration
-	bcryptCostOK bool
+	maxBody     int
+	queue       int
+	heartbeat   time.Duration
+	replayPage  int
+	bcryptCost  int
+	maxSubs     int
+	maxInflight int
+	logger      *slog.Logger
 }
 
 // Option configures New.
@@ -81,6 +80,10 @@ func WithBcryptCost(c int) Option { return func(o *options) { o.bcryptCost = c }
 
 // WithMaxSubscriptions caps the conversations one stream may follow.
 func WithMaxSubscriptions(n int) Option { return func(o *options) { o.maxSubs = n } }
+
+// WithMaxInflight caps the sends a Chat stream may have waiting for their
+// acks; the stream's reader stops reading until one is answered.
+func WithMaxInflight(n int) Option { return func(o *options) { o.maxInflight = n } }
 
 // WithLogger sets the logger.
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
@@ -109,8 +112,8 @@ func New(r Router, st Store, tokens Tokens, opts ...Option) (*Service, error) {
 		heartbeat:   15 * time.Second,
 		replayPage:  256,
 		maxSubs:     maxSubscribe,
+		maxInflight: 1024,
 		logger:      slog.Default(),
-		publishWait: 10 * time.Second,
 	}
 	for _, opt := range opts {
 		opt(&o)
@@ -124,6 +127,8 @@ func New(r Router, st Store, tokens Tokens, opts ...Option) (*Service, error) {
 		return nil, fmt.Errorf("chat: queue must be at least 16 frames, got %d", o.queue)
 	case o.heartbeat <= 0:
 		return nil, fmt.Errorf("chat: heartbeat interval must be positive, got %s", o.heartbeat)
+	case o.maxInflight <= 0:
+		return nil, fmt.Errorf("chat: max in-flight sends must be positive, got %d", o.maxInflight)
 	case o.maxSubs <= 0:
 		return nil, fmt.Errorf("chat: max subscriptions must be positive, got %d", o.maxSubs)
 	}

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -29,9 +29,19 @@ type outbound struct {
 	cancel context.CancelCauseFunc
 	q      chan any
 
-	// pending counts sends on a Chat stream whose ack has not been written
-	// yet; after the client half-closes, the stream ends when it reaches 0.
-	pending atomic.Int64
+	// inflight holds a token for every send on a Chat stream whose answer
+	// has not been written yet. The reader takes one before publishing, so
+	// a client that pipelines faster than the disk commits is slowed down
+	// instead of cut; after the client half-closes, the stream ends when
+	// none is left.
+	inflight chan struct{}
+
+	// Answers to sends arrive in bursts of a whole commit batch, so they do
+	// not go through q, where they would count against a slow consumer:
+	// inflight already bounds them.
+	ackMu    sync.Mutex // protects ackQ
+	ackQ     []*parleyv1.ChatResponse
+	ackReady chan struct{} // capacity 1: ackQ is not empty
 
 	// Owned by the writer goroutine.
 	replays  []*replay
@@ -49,15 +59,40 @@ type (
 		reset bool
 	}
 	unsubscribe struct{ conv string }
-	// ackItem is the one answer (ack or error frame) to a send.
-	ackItem struct{ resp *parleyv1.ChatResponse }
 	// halfClosed says the client sent its last frame.
 	halfClosed struct{}
 )
 
 func (s *Service) newOutbound(parent context.Context) *outbound {
 	ctx, cancel := context.WithCancelCause(parent)
-	return &outbound{svc: s, ctx: ctx, cancel: cancel, q: make(chan any, s.opts.queue), attached: make(map[string]bool)}
+	return &outbound{svc: s, ctx: ctx, cancel: cancel, q: make(chan any, s.opts.queue), attached: make(map[string]bool),
+		inflight: make(chan struct{}, s.opts.maxInflight), ackReady: make(chan struct{}, 1)}
+}
+
+// answer queues the ack or error frame for one send. It never blocks.
+func (o *outbound) answer(resp *parleyv1.ChatResponse) {
+	o.ackMu.Lock()
+	o.ackQ = append(o.ackQ, resp)
+	o.ackMu.Unlock()
+	select {
+	case o.ackReady <- struct{}{}:
+	default:
+	}
+}
+
+// sendAnswers writes the queued answers and returns their inflight tokens.
+func (o *outbound) sendAnswers(stream grpc.ServerStream) error {
+	o.ackMu.Lock()
+	answers := o.ackQ
+	o.ackQ = nil
+	o.ackMu.Unlock()
+	for _, a := range answers {
+		if err := stream.SendMsg(a); err != nil {
+			return err
+		}
+		<-o.inflight
+	}
+	return nil
 }
 
 // Deliver implements router.Subscriber.
@@ -117,7 +152,7 @@ func (o *outbound) run(stream grpc.ServerStream, kind streamKind) (err error) {
 	}
 	eof := false
 	for {
-		if eof && o.pending.Load() == 0 {
+		if eof && len(o.inflight) == 0 {
 			return nil
 		}
 		var item any
@@ -128,6 +163,8 @@ func (o *outbound) run(stream grpc.ServerStream, kind streamKind) (err error) {
 				return o.reason()
 			case <-o.svc.shutdown:
 				return errShutdown
+			case <-o.ackReady:
+				item = o.ackReady
 			default:
 				if err := o.replayPage(stream, kind); err != nil {
 					return err
@@ -141,6 +178,8 @@ func (o *outbound) run(stream grpc.ServerStream, kind streamKind) (err error) {
 				return o.reason()
 			case <-o.svc.shutdown:
 				return errShutdown
+			case <-o.ackReady:
+				item = o.ackReady
 			case <-tick:
 				item = kind.heartbeat()
 			}
@@ -154,9 +193,8 @@ func (o *outbound) run(stream grpc.ServerStream, kind streamKind) (err error) {
 			o.svc.router.Unsubscribe(it.conv, o)
 		case halfClosed:
 			eof = true
-		case ackItem:
-			err = stream.SendMsg(it.resp)
-			o.pending.Add(-1)
+		case chan struct{}:
+			err = o.sendAnswers(stream)
 		default:
 			err = stream.SendMsg(it)
 		}
@@ -260,17 +298,21 @@ func (o *outbound) frame(req *parleyv1.ChatRequest, user string, subs map[string
 	id := req.GetFrameId()
 	switch f := req.GetFrame().(type) {
 	case *parleyv1.ChatRequest_Send:
-		o.pending.Add(1)
+		select {
+		case o.inflight <- struct{}{}:
+		case <-o.ctx.Done():
+			return
+		}
 		cmid := f.Send.GetClientMessageId()
 		err := s.publish(o.ctx, user, f.Send, func(res router.Result, err error) {
 			if err != nil {
-				o.push(ackItem{errorFrame(id, "send", notStored(err), res.Conv, cmid)})
+				o.answer(errorFrame(id, "send", notStored(err), res.Conv, cmid))
 				return
 			}
-			o.push(ackItem{&parleyv1.ChatResponse{Frame: &parleyv1.ChatResponse_SendAck{SendAck: sendResponse(cmid, res)}}})
+			o.answer(&parleyv1.ChatResponse{Frame: &parleyv1.ChatResponse_SendAck{SendAck: sendResponse(cmid, res)}})
 		})
 		if err != nil {
-			o.push(ackItem{errorFrame(id, "send", err, f.Send.GetConversationId(), cmid)})
+			o.answer(errorFrame(id, "send", err, f.Send.GetConversationId(), cmid))
 		}
 	case *parleyv1.ChatRequest_Subscribe:
 		conv := f.Subscribe.GetConversationId()

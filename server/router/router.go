@@ -391,8 +391,9 @@ func (r *Router) Catchup(convID string, after uint64, max int, sub Subscriber) (
 			next = e.frame.Seq
 		}
 		c.subs[sub] = struct{}{}
+		head := c.last
 		c.mu.Unlock()
-		return frames, c.last, true, nil
+		return frames, head, true, nil
 	}
 	// Everything before the tail has been committed, so the log has it.
 	upto := c.last
