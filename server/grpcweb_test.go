@@ -288,9 +288,9 @@ type webStream struct {
 func (c *webClient) stream(t testing.TB, method, token string, req proto.Message) *webStream {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
 	p, err := proto.Marshal(req)
 	if err != nil {
-		cancel()
 		t.Fatal(err)
 	}
 	resp := c.post(ctx, t, method, token, encodeWebFrame(webData, p))
@@ -349,28 +349,18 @@ func (s *webStream) nextResponse(t testing.TB) *parleyv1.SubscribeResponse {
 	return m
 }
 
-func TestGRPCWebSubscribe(t *testing.T) { testGRPCWebSubscribe(t, 0) }
-
-func TestGRPCWebSubscribeUnderTraffic(t *testing.T) {
-	// router.Catchup returns c.last after c.mu.Unlock() on its tail path
-	// ("return frames, c.last, true, nil"), racing with the write of c.last
-	// in tryPublish. With sends running while the subscription switches to
-	// live, -race reports it in roughly one run in fifteen; the head_seq it
-	// returns can also name a message that then arrives after Subscribed.
-	testGRPCWebSubscribe(t, 20)
-}
-
-// testGRPCWebSubscribe follows a room over grpc-web from after_seq 0 while
-// a native client posts during more messages (0 for none) concurrently with
-// the subscription's switch from replay to live.
-func testGRPCWebSubscribe(t *testing.T, during int) {
+// TestGRPCWebSubscribe follows a room over grpc-web from after_seq 0 while a
+// native client posts, so that the switch from replay to live happens under
+// traffic. Under -race it also guards router.Catchup reading the head under
+// the conversation's lock.
+func TestGRPCWebSubscribe(t *testing.T) {
 	n := start(t, "", func(c *Config) { c.Heartbeat = 200 * time.Millisecond })
 	alice := register(t, n, "alice")
 	bob := register(t, n, "bob")
 	conv := room(t, alice, "live", bob)
 	c := newWebClient(t, n)
 
-	const before = 5
+	const before, during = 5, 20
 	sent := make(map[string]bool)
 	for i := range before {
 		cmid := fmt.Sprintf("before-%d", i)
