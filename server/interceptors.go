@@ -57,20 +57,55 @@ func recoverPanic(l *slog.Logger) recovery.Option {
 	})
 }
 
+// validator checks a request's shape; chat.Service.Validate is one.
+type validator func(req any) error
+
+func (v validator) unary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if err := v(req); err != nil {
+		return nil, err
+	}
+	return handler(ctx, req)
+}
+
+// stream validates the request of server-streaming RPCs. Client-streaming
+// ones (Chat) validate each frame themselves, because a bad frame must get
+// an error frame, not end the stream.
+func (v validator) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if info.IsClientStream {
+		return handler(srv, ss)
+	}
+	return handler(srv, validatedStream{ss, v})
+}
+
+type validatedStream struct {
+	grpc.ServerStream
+	v validator
+}
+
+func (s validatedStream) RecvMsg(m any) error {
+	if err := s.ServerStream.RecvMsg(m); err != nil {
+		return err
+	}
+	return s.v(m)
+}
+
 // The chains run outermost first: recovery catches panics anywhere below,
-// logging sees the final status, auth runs before any handler.
-func unaryInterceptors(l *slog.Logger, a *auth.Authenticator) []grpc.UnaryServerInterceptor {
+// logging sees the final status, auth runs before validation, so that
+// callers without a token learn nothing about what shape is expected.
+func unaryInterceptors(l *slog.Logger, a *auth.Authenticator, v validator) []grpc.UnaryServerInterceptor {
 	return []grpc.UnaryServerInterceptor{
 		recovery.UnaryServerInterceptor(recoverPanic(l)),
 		logging.UnaryServerInterceptor(slogLogger(l), logging.WithLevels(levels), logging.WithLogOnEvents(logging.FinishCall)),
 		selector.UnaryServerInterceptor(grpcauth.UnaryServerInterceptor(grpcauth.AuthFunc(a.GRPCAuthFunc())), selector.MatchFunc(needsToken)),
+		v.unary,
 	}
 }
 
-func streamInterceptors(l *slog.Logger, a *auth.Authenticator) []grpc.StreamServerInterceptor {
+func streamInterceptors(l *slog.Logger, a *auth.Authenticator, v validator) []grpc.StreamServerInterceptor {
 	return []grpc.StreamServerInterceptor{
 		recovery.StreamServerInterceptor(recoverPanic(l)),
 		logging.StreamServerInterceptor(slogLogger(l), logging.WithLevels(levels), logging.WithLogOnEvents(logging.FinishCall)),
 		selector.StreamServerInterceptor(grpcauth.StreamServerInterceptor(grpcauth.AuthFunc(a.GRPCAuthFunc())), selector.MatchFunc(needsToken)),
+		v.stream,
 	}
 }

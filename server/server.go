@@ -180,8 +180,8 @@ func (s *Server) build() error {
 
 	s.grpc = grpc.NewServer(
 		grpc.ForceServerCodecV2(chat.Codec()),
-		grpc.ChainUnaryInterceptor(unaryInterceptors(s.log, authn)...),
-		grpc.ChainStreamInterceptor(streamInterceptors(s.log, authn)...),
+		grpc.ChainUnaryInterceptor(unaryInterceptors(s.log, authn, svc.Validate)...),
+		grpc.ChainStreamInterceptor(streamInterceptors(s.log, authn, svc.Validate)...),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	)

@@ -243,9 +243,6 @@ func (o *outbound) reason() error {
 
 // position checks a subscribe position and turns it into a replay.
 func (s *Service) position(user string, p *parleyv1.SubscribePosition) (*replay, error) {
-	if err := validPosition(p); err != nil {
-		return nil, err
-	}
 	if _, err := s.member(user, p.GetConversationId()); err != nil {
 		return nil, err
 	}
@@ -296,6 +293,10 @@ func (o *outbound) read(stream grpc.BidiStreamingServer[parleyv1.ChatRequest, pa
 func (o *outbound) frame(req *parleyv1.ChatRequest, user string, subs map[string]bool) {
 	s := o.svc
 	id := req.GetFrameId()
+	if err := s.Validate(req); err != nil {
+		o.push(errorFrame(id, frameName(req), err, frameConv(req), req.GetSend().GetClientMessageId()))
+		return
+	}
 	switch f := req.GetFrame().(type) {
 	case *parleyv1.ChatRequest_Send:
 		select {
@@ -340,9 +341,36 @@ func (o *outbound) frame(req *parleyv1.ChatRequest, user string, subs map[string
 		o.push(unsubscribe{conv})
 	case *parleyv1.ChatRequest_Ping:
 		o.push(&parleyv1.ChatResponse{Frame: &parleyv1.ChatResponse_Pong{Pong: &parleyv1.Pong{Nonce: f.Ping.GetNonce(), ServerTime: timestamppb.Now()}}})
-	default:
-		o.push(errorFrame(id, "unknown", invalid("empty or unknown frame; this server understands send, subscribe, unsubscribe and ping"), "", ""))
 	}
+}
+
+// frameName names a frame's kind in error frames.
+func frameName(req *parleyv1.ChatRequest) string {
+	switch req.GetFrame().(type) {
+	case *parleyv1.ChatRequest_Send:
+		return "send"
+	case *parleyv1.ChatRequest_Subscribe:
+		return "subscribe"
+	case *parleyv1.ChatRequest_Unsubscribe:
+		return "unsubscribe"
+	case *parleyv1.ChatRequest_Ping:
+		return "ping"
+	default:
+		return "unknown"
+	}
+}
+
+// frameConv is the conversation a frame is about, if any.
+func frameConv(req *parleyv1.ChatRequest) string {
+	switch f := req.GetFrame().(type) {
+	case *parleyv1.ChatRequest_Send:
+		return f.Send.GetConversationId()
+	case *parleyv1.ChatRequest_Subscribe:
+		return f.Subscribe.GetConversationId()
+	case *parleyv1.ChatRequest_Unsubscribe:
+		return f.Unsubscribe.GetConversationId()
+	}
+	return ""
 }
 
 func errorFrame(id uint64, frame string, err error, conv, cmid string) *parleyv1.ChatResponse {
@@ -365,24 +393,16 @@ func (s *Service) Subscribe(req *parleyv1.SubscribeRequest, stream grpc.ServerSt
 	}
 	user := auth.UserID(stream.Context())
 	positions := req.GetConversations()
-	if len(positions) == 0 {
-		return toStatus(invalid("conversations is empty: name at least one conversation to follow"))
-	}
 	if len(positions) > s.opts.maxSubs {
 		return toStatus(fmt.Errorf("%w: %d conversations; a stream may follow at most %d", errExhausted, len(positions), s.opts.maxSubs))
 	}
 	o := s.newOutbound(stream.Context())
 	defer o.cancel(nil)
-	seen := make(map[string]bool, len(positions))
 	for _, p := range positions {
 		r, err := s.position(user, p)
 		if err != nil {
 			return toStatus(err)
 		}
-		if seen[r.conv] {
-			return toStatus(invalid("conversation %q is listed twice", r.conv))
-		}
-		seen[r.conv] = true
 		o.replays = append(o.replays, r)
 	}
 	return toStatus(o.run(stream, subscribeStream))

@@ -1,6 +1,7 @@
 package chat
 
 import (
+	"cmp"
 	"regexp"
 	"strings"
 	"unicode/utf8"
@@ -26,6 +27,99 @@ var (
 	roomNameRE = regexp.MustCompile(`^[a-z0-9_-]{1,64}$`)
 	convIDRE   = regexp.MustCompile(`^(dm:[a-z][a-z0-9_-]{2,31}:[a-z][a-z0-9_-]{2,31}|room:[a-z0-9_-]{1,64}|group:[0-9a-f]{24})$`)
 )
+
+// Validate checks a request's shape (ids, lengths, limits, required fields)
+// before any handler sees it, and answers INVALID_ARGUMENT with a message a
+// person can act on. What needs state (membership, existence) is the
+// handlers' job. The server runs it as an interceptor for every RPC; the
+// Chat stream runs it on each frame. Unknown types pass.
+func (s *Service) Validate(req any) error {
+	return toStatus(s.validate(req))
+}
+
+func (s *Service) validate(req any) error {
+	switch r := req.(type) {
+	case *parleyv1.RegisterRequest:
+		if err := validUsername("username", r.GetUsername()); err != nil {
+			return err
+		}
+		if n := len(r.GetPassword()); n < minPassword || n > maxPassword {
+			return invalid("password is %d bytes; it must be %d to %d bytes", n, minPassword, maxPassword)
+		}
+		return validText("display_name", r.GetDisplayName(), maxDisplayName)
+	case *parleyv1.CreateDirectRequest:
+		return validUsername("user_id", r.GetUserId())
+	case *parleyv1.CreateRoomRequest:
+		if !roomNameRE.MatchString(r.GetName()) {
+			return invalid("room name %q is not valid: 1 to 64 characters of a-z, 0-9, '_' and '-'", truncate(r.GetName()))
+		}
+		return validText("title", r.GetTitle(), maxTitle)
+	case *parleyv1.JoinRoomRequest:
+		return validConvID(r.GetConversationId())
+	case *parleyv1.CreateGroupRequest:
+		if strings.TrimSpace(r.GetTitle()) == "" {
+			return invalid("title is empty")
+		}
+		if err := validText("title", r.GetTitle(), maxTitle); err != nil {
+			return err
+		}
+		if len(r.GetMemberIds()) > maxGroupMembers {
+			return invalid("%d members; at most %d", len(r.GetMemberIds()), maxGroupMembers)
+		}
+		for _, m := range r.GetMemberIds() {
+			if err := validUsername("member_ids", m); err != nil {
+				return err
+			}
+		}
+	case *parleyv1.AddMemberRequest:
+		return cmp.Or(validConvID(r.GetConversationId()), validUsername("user_id", r.GetUserId()))
+	case *parleyv1.RemoveMemberRequest:
+		return cmp.Or(validConvID(r.GetConversationId()), validUsername("user_id", r.GetUserId()))
+	case *parleyv1.LeaveConversationRequest:
+		return validConvID(r.GetConversationId())
+	case *parleyv1.GetConversationRequest:
+		return validConvID(r.GetConversationId())
+	case *parleyv1.SendRequest:
+		return s.validSend(r)
+	case *parleyv1.HistoryRequest:
+		if err := validConvID(r.GetConversationId()); err != nil {
+			return err
+		}
+		if l := r.GetLimit(); l < 0 || l > maxHistoryLimit {
+			return invalid("limit is %d; it must be 0 (default %d) to %d", l, defHistoryLimit, maxHistoryLimit)
+		}
+		if r.GetAfterSeq() != 0 && r.GetBeforeSeq() != 0 {
+			return invalid("set at most one of after_seq and before_seq")
+		}
+	case *parleyv1.SubscribeRequest:
+		if len(r.GetConversations()) == 0 {
+			return invalid("conversations is empty: name at least one conversation to follow")
+		}
+		seen := make(map[string]bool, len(r.GetConversations()))
+		for _, p := range r.GetConversations() {
+			if err := validPosition(p); err != nil {
+				return err
+			}
+			if seen[p.GetConversationId()] {
+				return invalid("conversation %q is listed twice", p.GetConversationId())
+			}
+			seen[p.GetConversationId()] = true
+		}
+	case *parleyv1.ChatRequest:
+		switch f := r.GetFrame().(type) {
+		case *parleyv1.ChatRequest_Send:
+			return s.validSend(f.Send)
+		case *parleyv1.ChatRequest_Subscribe:
+			return validPosition(f.Subscribe)
+		case *parleyv1.ChatRequest_Unsubscribe:
+			return validConvID(f.Unsubscribe.GetConversationId())
+		case *parleyv1.ChatRequest_Ping:
+		default:
+			return invalid("empty or unknown frame; this server understands send, subscribe, unsubscribe and ping")
+		}
+	}
+	return nil
+}
 
 func validUsername(field, s string) error {
 	if !usernameRE.MatchString(s) {

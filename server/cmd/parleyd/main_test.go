@@ -1,0 +1,170 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+
+	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
+)
+
+var binary string
+
+// TestMain builds parleyd once; the tests run it as a real process, the way
+// it runs in production.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "parleyd-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "parleyd")
+	if out, err := exec.Command("go", "build", "-race", "-o", binary, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build parleyd: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// proc is a running parleyd.
+type proc struct {
+	cmd    *exec.Cmd
+	addr   string
+	exited chan error
+}
+
+var servingRE = regexp.MustCompile(`msg="parleyd serving" addr=(\S+)`)
+
+// startParleyd starts parleyd with args on a free loopback port and waits until it
+// serves.
+func startParleyd(t *testing.T, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(binary, append([]string{"--addr", "127.0.0.1:0", "--bcrypt-cost", "4"}, args...)...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, exited: make(chan error, 1)}
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if m := servingRE.FindStringSubmatch(sc.Text()); m != nil {
+				addr <- m[1]
+			}
+		}
+		io.Copy(io.Discard, stderr)
+		p.exited <- cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-p.exited
+	})
+	select {
+	case p.addr = <-addr:
+	case err := <-p.exited:
+		t.Fatalf("parleyd exited before serving: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("parleyd did not start within 30s")
+	}
+	return p
+}
+
+// stop sends SIGTERM and returns the exit error.
+func (p *proc) stop(t *testing.T) error {
+	t.Helper()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.exited:
+		p.exited <- err // for the cleanup
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatal("parleyd did not exit within 30s of SIGTERM")
+		return nil
+	}
+}
+
+func TestSIGTERMFlushesAndRestartKeepsMessages(t *testing.T) {
+	dir := t.TempDir()
+	p := startParleyd(t, "--data-dir", dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	conn, err := grpc.NewClient(p.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	reg, err := parleyv1.NewAuthServiceClient(conn).Register(ctx, &parleyv1.RegisterRequest{Username: "alice", Password: "correct horse"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	actx := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+reg.GetToken().GetValue())
+	if _, err := parleyv1.NewConversationServiceClient(conn).CreateRoom(actx, &parleyv1.CreateRoomRequest{Name: "lobby"}); err != nil {
+		t.Fatal(err)
+	}
+	chat := parleyv1.NewChatServiceClient(conn)
+	var last *parleyv1.SendResponse
+	for i := 0; i < 50; i++ {
+		if last, err = chat.Send(actx, &parleyv1.SendRequest{ConversationId: "room:lobby", ClientMessageId: fmt.Sprint(i), Body: fmt.Sprint("message ", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.stop(t); err != nil {
+		t.Fatalf("parleyd exited with %v after SIGTERM, want 0", err)
+	}
+	conn.Close()
+
+	// The same data dir: the signing key, users and messages are all there.
+	p = startParleyd(t, "--data-dir", dir)
+	conn2, err := grpc.NewClient(p.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn2.Close()
+	h, err := parleyv1.NewChatServiceClient(conn2).History(actx, &parleyv1.HistoryRequest{ConversationId: "room:lobby", Limit: 100})
+	if err != nil {
+		t.Fatalf("History with the token from before the restart: %v", err)
+	}
+	if len(h.GetMessages()) != 50 || h.GetHeadSeq() != last.GetSeq() {
+		t.Fatalf("after restart: %d messages, head %d; want 50, head %d", len(h.GetMessages()), h.GetHeadSeq(), last.GetSeq())
+	}
+	if err := p.stop(t); err != nil {
+		t.Fatalf("second SIGTERM: %v", err)
+	}
+}
+
+func TestHelpAndBadFlags(t *testing.T) {
+	out, err := exec.Command(binary, "--help").CombinedOutput()
+	if err != nil {
+		t.Fatalf("--help: %v", err)
+	}
+	for _, want := range []string{"-data-dir", "PARLEY_DATA_DIR", "-batch-size", "-flush-interval", "-window", "-queue"} {
+		if !regexp.MustCompile(regexp.QuoteMeta(want)).Match(out) {
+			t.Errorf("--help does not mention %s", want)
+		}
+	}
+	cmd := exec.Command(binary, "--data-dir", t.TempDir())
+	cmd.Env = append(os.Environ(), "PARLEY_BATCH_SIZE=lots")
+	out, err = cmd.CombinedOutput()
+	if err == nil || !regexp.MustCompile(`PARLEY_BATCH_SIZE`).Match(out) {
+		t.Fatalf("bad PARLEY_BATCH_SIZE: err=%v output=%s", err, out)
+	}
+}
