@@ -11,6 +11,7 @@
 package router
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -67,6 +68,12 @@ type Message struct {
 	Sender      string
 	ClientMsgID string
 	Body        string
+	// Attachments have been checked by the caller and carry their sizes.
+	Attachments []*parleyv1.Attachment
+	// Kind is a post, an edit or a delete; for the last two TargetSeq names
+	// the post and the caller has checked that the sender may change it.
+	Kind      parleyv1.MessageKind
+	TargetSeq uint64
 }
 
 // Result acknowledges a durable message.
@@ -274,6 +281,9 @@ func (r *Router) tryPublish(m Message, ack AckFunc) (<-chan struct{}, error) {
 		Body:            m.Body,
 		SentAt:          timestamppb.New(now),
 		PrevSeq:         c.last,
+		Attachments:     m.Attachments,
+		Kind:            cmp.Or(m.Kind, parleyv1.MessageKind_MESSAGE_KIND_POST),
+		TargetSeq:       m.TargetSeq,
 	}
 	data, err := proto.Marshal(msg)
 	if err != nil {

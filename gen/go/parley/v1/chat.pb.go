@@ -36,6 +36,11 @@ type ChatRequest struct {
 	//	*ChatRequest_Subscribe
 	//	*ChatRequest_Unsubscribe
 	//	*ChatRequest_Ping
+	//	*ChatRequest_Delivered
+	//	*ChatRequest_Read
+	//	*ChatRequest_Typing
+	//	*ChatRequest_Edit
+	//	*ChatRequest_Delete
 	Frame         isChatRequest_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -121,6 +126,51 @@ func (x *ChatRequest) GetPing() *Ping {
 	return nil
 }
 
+func (x *ChatRequest) GetDelivered() *MarkDeliveredRequest {
+	if x != nil {
+		if x, ok := x.Frame.(*ChatRequest_Delivered); ok {
+			return x.Delivered
+		}
+	}
+	return nil
+}
+
+func (x *ChatRequest) GetRead() *MarkReadRequest {
+	if x != nil {
+		if x, ok := x.Frame.(*ChatRequest_Read); ok {
+			return x.Read
+		}
+	}
+	return nil
+}
+
+func (x *ChatRequest) GetTyping() *SetTypingRequest {
+	if x != nil {
+		if x, ok := x.Frame.(*ChatRequest_Typing); ok {
+			return x.Typing
+		}
+	}
+	return nil
+}
+
+func (x *ChatRequest) GetEdit() *EditMessageRequest {
+	if x != nil {
+		if x, ok := x.Frame.(*ChatRequest_Edit); ok {
+			return x.Edit
+		}
+	}
+	return nil
+}
+
+func (x *ChatRequest) GetDelete() *DeleteMessageRequest {
+	if x != nil {
+		if x, ok := x.Frame.(*ChatRequest_Delete); ok {
+			return x.Delete
+		}
+	}
+	return nil
+}
+
 type isChatRequest_Frame interface {
 	isChatRequest_Frame()
 }
@@ -146,6 +196,31 @@ type ChatRequest_Ping struct {
 	Ping *Ping `protobuf:"bytes,5,opt,name=ping,proto3,oneof"`
 }
 
+type ChatRequest_Delivered struct {
+	// delivered moves the caller's delivered position.
+	Delivered *MarkDeliveredRequest `protobuf:"bytes,6,opt,name=delivered,proto3,oneof"`
+}
+
+type ChatRequest_Read struct {
+	// read moves the caller's read position.
+	Read *MarkReadRequest `protobuf:"bytes,7,opt,name=read,proto3,oneof"`
+}
+
+type ChatRequest_Typing struct {
+	// typing starts or stops the caller's typing indicator.
+	Typing *SetTypingRequest `protobuf:"bytes,8,opt,name=typing,proto3,oneof"`
+}
+
+type ChatRequest_Edit struct {
+	// edit changes one of the caller's posts; answered with send_ack.
+	Edit *EditMessageRequest `protobuf:"bytes,9,opt,name=edit,proto3,oneof"`
+}
+
+type ChatRequest_Delete struct {
+	// delete deletes one of the caller's posts; answered with send_ack.
+	Delete *DeleteMessageRequest `protobuf:"bytes,10,opt,name=delete,proto3,oneof"`
+}
+
 func (*ChatRequest_Send) isChatRequest_Frame() {}
 
 func (*ChatRequest_Subscribe) isChatRequest_Frame() {}
@@ -153,6 +228,16 @@ func (*ChatRequest_Subscribe) isChatRequest_Frame() {}
 func (*ChatRequest_Unsubscribe) isChatRequest_Frame() {}
 
 func (*ChatRequest_Ping) isChatRequest_Frame() {}
+
+func (*ChatRequest_Delivered) isChatRequest_Frame() {}
+
+func (*ChatRequest_Read) isChatRequest_Frame() {}
+
+func (*ChatRequest_Typing) isChatRequest_Frame() {}
+
+func (*ChatRequest_Edit) isChatRequest_Frame() {}
+
+func (*ChatRequest_Delete) isChatRequest_Frame() {}
 
 // ChatResponse is one frame from the server on the Chat stream.
 type ChatResponse struct {
@@ -166,6 +251,10 @@ type ChatResponse struct {
 	//	*ChatResponse_Subscribed
 	//	*ChatResponse_Pong
 	//	*ChatResponse_Error
+	//	*ChatResponse_Receipt
+	//	*ChatResponse_Typing
+	//	*ChatResponse_Presence
+	//	*ChatResponse_Notification
 	Frame         isChatResponse_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -253,6 +342,42 @@ func (x *ChatResponse) GetError() *ErrorFrame {
 	return nil
 }
 
+func (x *ChatResponse) GetReceipt() *Receipt {
+	if x != nil {
+		if x, ok := x.Frame.(*ChatResponse_Receipt); ok {
+			return x.Receipt
+		}
+	}
+	return nil
+}
+
+func (x *ChatResponse) GetTyping() *Typing {
+	if x != nil {
+		if x, ok := x.Frame.(*ChatResponse_Typing); ok {
+			return x.Typing
+		}
+	}
+	return nil
+}
+
+func (x *ChatResponse) GetPresence() *Presence {
+	if x != nil {
+		if x, ok := x.Frame.(*ChatResponse_Presence); ok {
+			return x.Presence
+		}
+	}
+	return nil
+}
+
+func (x *ChatResponse) GetNotification() *Notification {
+	if x != nil {
+		if x, ok := x.Frame.(*ChatResponse_Notification); ok {
+			return x.Notification
+		}
+	}
+	return nil
+}
+
 type isChatResponse_Frame interface {
 	isChatResponse_Frame()
 }
@@ -282,6 +407,28 @@ type ChatResponse_Error struct {
 	Error *ErrorFrame `protobuf:"bytes,5,opt,name=error,proto3,oneof"`
 }
 
+type ChatResponse_Receipt struct {
+	// receipt reports a member's new positions in a subscribed conversation.
+	Receipt *Receipt `protobuf:"bytes,6,opt,name=receipt,proto3,oneof"`
+}
+
+type ChatResponse_Typing struct {
+	// typing reports a typing indicator in a subscribed conversation.
+	Typing *Typing `protobuf:"bytes,7,opt,name=typing,proto3,oneof"`
+}
+
+type ChatResponse_Presence struct {
+	// presence reports a change of a user who shares a conversation with
+	// the caller.
+	Presence *Presence `protobuf:"bytes,8,opt,name=presence,proto3,oneof"`
+}
+
+type ChatResponse_Notification struct {
+	// notification reports a new message in a conversation of the caller's
+	// that this stream does not follow.
+	Notification *Notification `protobuf:"bytes,9,opt,name=notification,proto3,oneof"`
+}
+
 func (*ChatResponse_Message) isChatResponse_Frame() {}
 
 func (*ChatResponse_SendAck) isChatResponse_Frame() {}
@@ -292,6 +439,14 @@ func (*ChatResponse_Pong) isChatResponse_Frame() {}
 
 func (*ChatResponse_Error) isChatResponse_Frame() {}
 
+func (*ChatResponse_Receipt) isChatResponse_Frame() {}
+
+func (*ChatResponse_Typing) isChatResponse_Frame() {}
+
+func (*ChatResponse_Presence) isChatResponse_Frame() {}
+
+func (*ChatResponse_Notification) isChatResponse_Frame() {}
+
 // SendRequest posts one message.
 type SendRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -301,8 +456,13 @@ type SendRequest struct {
 	// a good choice): 1 to 64 printable ASCII characters. Resending it
 	// returns the original acknowledgement.
 	ClientMessageId string `protobuf:"bytes,2,opt,name=client_message_id,json=clientMessageId,proto3" json:"client_message_id,omitempty"`
-	// body is 1 to 16384 bytes of UTF-8 (the server's --max-body may differ).
-	Body          string `protobuf:"bytes,3,opt,name=body,proto3" json:"body,omitempty"`
+	// body is up to 16384 bytes of UTF-8 (the server's --max-body may
+	// differ); it may be empty only when attachments are given.
+	Body string `protobuf:"bytes,3,opt,name=body,proto3" json:"body,omitempty"`
+	// attachments are files uploaded with AttachmentService.Upload, named by
+	// id, with the name and content type to show; the server fills in size.
+	// At most 10.
+	Attachments   []*Attachment `protobuf:"bytes,4,rep,name=attachments,proto3" json:"attachments,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -356,6 +516,13 @@ func (x *SendRequest) GetBody() string {
 		return x.Body
 	}
 	return ""
+}
+
+func (x *SendRequest) GetAttachments() []*Attachment {
+	if x != nil {
+		return x.Attachments
+	}
+	return nil
 }
 
 // SendResponse acknowledges a message that is on disk.
@@ -738,7 +905,8 @@ type ErrorFrame struct {
 	// frame_id echoes the ChatRequest's frame_id.
 	FrameId uint64 `protobuf:"varint,1,opt,name=frame_id,json=frameId,proto3" json:"frame_id,omitempty"`
 	// frame names the kind of frame that failed: "send", "subscribe",
-	// "unsubscribe", "ping" or "unknown".
+	// "unsubscribe", "ping", "delivered", "read", "typing", "edit", "delete"
+	// or "unknown".
 	Frame string `protobuf:"bytes,2,opt,name=frame,proto3" json:"frame,omitempty"`
 	// code is the gRPC status code (e.g. 3 = INVALID_ARGUMENT,
 	// 7 = PERMISSION_DENIED) the unary RPC would have returned.
@@ -881,6 +1049,10 @@ type SubscribeResponse struct {
 	//	*SubscribeResponse_Message
 	//	*SubscribeResponse_Subscribed
 	//	*SubscribeResponse_Heartbeat
+	//	*SubscribeResponse_Receipt
+	//	*SubscribeResponse_Typing
+	//	*SubscribeResponse_Presence
+	//	*SubscribeResponse_Notification
 	Frame         isSubscribeResponse_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -950,6 +1122,42 @@ func (x *SubscribeResponse) GetHeartbeat() *Heartbeat {
 	return nil
 }
 
+func (x *SubscribeResponse) GetReceipt() *Receipt {
+	if x != nil {
+		if x, ok := x.Frame.(*SubscribeResponse_Receipt); ok {
+			return x.Receipt
+		}
+	}
+	return nil
+}
+
+func (x *SubscribeResponse) GetTyping() *Typing {
+	if x != nil {
+		if x, ok := x.Frame.(*SubscribeResponse_Typing); ok {
+			return x.Typing
+		}
+	}
+	return nil
+}
+
+func (x *SubscribeResponse) GetPresence() *Presence {
+	if x != nil {
+		if x, ok := x.Frame.(*SubscribeResponse_Presence); ok {
+			return x.Presence
+		}
+	}
+	return nil
+}
+
+func (x *SubscribeResponse) GetNotification() *Notification {
+	if x != nil {
+		if x, ok := x.Frame.(*SubscribeResponse_Notification); ok {
+			return x.Notification
+		}
+	}
+	return nil
+}
+
 type isSubscribeResponse_Frame interface {
 	isSubscribeResponse_Frame()
 }
@@ -969,11 +1177,41 @@ type SubscribeResponse_Heartbeat struct {
 	Heartbeat *Heartbeat `protobuf:"bytes,6,opt,name=heartbeat,proto3,oneof"`
 }
 
+type SubscribeResponse_Receipt struct {
+	// receipt reports a member's new positions in a followed conversation.
+	Receipt *Receipt `protobuf:"bytes,7,opt,name=receipt,proto3,oneof"`
+}
+
+type SubscribeResponse_Typing struct {
+	// typing reports a typing indicator in a followed conversation.
+	Typing *Typing `protobuf:"bytes,8,opt,name=typing,proto3,oneof"`
+}
+
+type SubscribeResponse_Presence struct {
+	// presence reports a change of a user who shares a conversation with
+	// the caller.
+	Presence *Presence `protobuf:"bytes,9,opt,name=presence,proto3,oneof"`
+}
+
+type SubscribeResponse_Notification struct {
+	// notification reports a new message in a conversation of the caller's
+	// that this stream does not follow.
+	Notification *Notification `protobuf:"bytes,10,opt,name=notification,proto3,oneof"`
+}
+
 func (*SubscribeResponse_Message) isSubscribeResponse_Frame() {}
 
 func (*SubscribeResponse_Subscribed) isSubscribeResponse_Frame() {}
 
 func (*SubscribeResponse_Heartbeat) isSubscribeResponse_Frame() {}
+
+func (*SubscribeResponse_Receipt) isSubscribeResponse_Frame() {}
+
+func (*SubscribeResponse_Typing) isSubscribeResponse_Frame() {}
+
+func (*SubscribeResponse_Presence) isSubscribeResponse_Frame() {}
+
+func (*SubscribeResponse_Notification) isSubscribeResponse_Frame() {}
 
 // Heartbeat tells a browser that the Subscribe stream is alive.
 type Heartbeat struct {
@@ -1170,18 +1408,734 @@ func (x *HistoryResponse) GetEpoch() string {
 	return ""
 }
 
+// MarkDeliveredRequest reports that messages up to seq reached a device.
+type MarkDeliveredRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// conversation_id names a conversation the caller is a member of.
+	ConversationId string `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// seq is the newest seq delivered; a lower seq than the current position
+	// is accepted and changes nothing.
+	Seq           uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MarkDeliveredRequest) Reset() {
+	*x = MarkDeliveredRequest{}
+	mi := &file_parley_v1_chat_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MarkDeliveredRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MarkDeliveredRequest) ProtoMessage() {}
+
+func (x *MarkDeliveredRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MarkDeliveredRequest.ProtoReflect.Descriptor instead.
+func (*MarkDeliveredRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *MarkDeliveredRequest) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *MarkDeliveredRequest) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+// MarkDeliveredResponse carries the caller's positions after the change.
+type MarkDeliveredResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// receipt is the caller's receipt in the conversation.
+	Receipt       *Receipt `protobuf:"bytes,1,opt,name=receipt,proto3" json:"receipt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MarkDeliveredResponse) Reset() {
+	*x = MarkDeliveredResponse{}
+	mi := &file_parley_v1_chat_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MarkDeliveredResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MarkDeliveredResponse) ProtoMessage() {}
+
+func (x *MarkDeliveredResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MarkDeliveredResponse.ProtoReflect.Descriptor instead.
+func (*MarkDeliveredResponse) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *MarkDeliveredResponse) GetReceipt() *Receipt {
+	if x != nil {
+		return x.Receipt
+	}
+	return nil
+}
+
+// MarkReadRequest reports that messages up to seq were read.
+type MarkReadRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// conversation_id names a conversation the caller is a member of.
+	ConversationId string `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// seq is the newest seq read; it may not exceed the conversation's head.
+	Seq           uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MarkReadRequest) Reset() {
+	*x = MarkReadRequest{}
+	mi := &file_parley_v1_chat_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MarkReadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MarkReadRequest) ProtoMessage() {}
+
+func (x *MarkReadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MarkReadRequest.ProtoReflect.Descriptor instead.
+func (*MarkReadRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *MarkReadRequest) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *MarkReadRequest) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+// MarkReadResponse carries the caller's positions after the change.
+type MarkReadResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// receipt is the caller's receipt in the conversation.
+	Receipt       *Receipt `protobuf:"bytes,1,opt,name=receipt,proto3" json:"receipt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MarkReadResponse) Reset() {
+	*x = MarkReadResponse{}
+	mi := &file_parley_v1_chat_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MarkReadResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MarkReadResponse) ProtoMessage() {}
+
+func (x *MarkReadResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MarkReadResponse.ProtoReflect.Descriptor instead.
+func (*MarkReadResponse) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *MarkReadResponse) GetReceipt() *Receipt {
+	if x != nil {
+		return x.Receipt
+	}
+	return nil
+}
+
+// GetReceiptsRequest names the conversation.
+type GetReceiptsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// conversation_id names a conversation the caller is a member of.
+	ConversationId string `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *GetReceiptsRequest) Reset() {
+	*x = GetReceiptsRequest{}
+	mi := &file_parley_v1_chat_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetReceiptsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetReceiptsRequest) ProtoMessage() {}
+
+func (x *GetReceiptsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetReceiptsRequest.ProtoReflect.Descriptor instead.
+func (*GetReceiptsRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *GetReceiptsRequest) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+// GetReceiptsResponse lists every member's positions.
+type GetReceiptsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// receipts, one per member who has any position, sorted by user id.
+	Receipts      []*Receipt `protobuf:"bytes,1,rep,name=receipts,proto3" json:"receipts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetReceiptsResponse) Reset() {
+	*x = GetReceiptsResponse{}
+	mi := &file_parley_v1_chat_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetReceiptsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetReceiptsResponse) ProtoMessage() {}
+
+func (x *GetReceiptsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetReceiptsResponse.ProtoReflect.Descriptor instead.
+func (*GetReceiptsResponse) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *GetReceiptsResponse) GetReceipts() []*Receipt {
+	if x != nil {
+		return x.Receipts
+	}
+	return nil
+}
+
+// SetTypingRequest starts or stops the caller's typing indicator.
+type SetTypingRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// conversation_id names a conversation the caller is a member of.
+	ConversationId string `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// typing is true while typing; send it again every few seconds to keep
+	// the indicator up, and false to take it down at once.
+	Typing        bool `protobuf:"varint,2,opt,name=typing,proto3" json:"typing,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetTypingRequest) Reset() {
+	*x = SetTypingRequest{}
+	mi := &file_parley_v1_chat_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetTypingRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetTypingRequest) ProtoMessage() {}
+
+func (x *SetTypingRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetTypingRequest.ProtoReflect.Descriptor instead.
+func (*SetTypingRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *SetTypingRequest) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *SetTypingRequest) GetTyping() bool {
+	if x != nil {
+		return x.Typing
+	}
+	return false
+}
+
+// SetTypingResponse is empty.
+type SetTypingResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetTypingResponse) Reset() {
+	*x = SetTypingResponse{}
+	mi := &file_parley_v1_chat_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetTypingResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetTypingResponse) ProtoMessage() {}
+
+func (x *SetTypingResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetTypingResponse.ProtoReflect.Descriptor instead.
+func (*SetTypingResponse) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{22}
+}
+
+// EditMessageRequest replaces the body of one of the caller's posts.
+type EditMessageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// conversation_id names the post's conversation.
+	ConversationId string `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// seq is the post's seq.
+	Seq uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	// client_message_id identifies this edit for deduplication, like a send.
+	ClientMessageId string `protobuf:"bytes,3,opt,name=client_message_id,json=clientMessageId,proto3" json:"client_message_id,omitempty"`
+	// body is the new text (same limits as a send).
+	Body          string `protobuf:"bytes,4,opt,name=body,proto3" json:"body,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EditMessageRequest) Reset() {
+	*x = EditMessageRequest{}
+	mi := &file_parley_v1_chat_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EditMessageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EditMessageRequest) ProtoMessage() {}
+
+func (x *EditMessageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EditMessageRequest.ProtoReflect.Descriptor instead.
+func (*EditMessageRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *EditMessageRequest) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *EditMessageRequest) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *EditMessageRequest) GetClientMessageId() string {
+	if x != nil {
+		return x.ClientMessageId
+	}
+	return ""
+}
+
+func (x *EditMessageRequest) GetBody() string {
+	if x != nil {
+		return x.Body
+	}
+	return ""
+}
+
+// EditMessageResponse acknowledges a durable edit.
+type EditMessageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ack is the edit event's acknowledgement (its own seq).
+	Ack           *SendResponse `protobuf:"bytes,1,opt,name=ack,proto3" json:"ack,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EditMessageResponse) Reset() {
+	*x = EditMessageResponse{}
+	mi := &file_parley_v1_chat_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EditMessageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EditMessageResponse) ProtoMessage() {}
+
+func (x *EditMessageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EditMessageResponse.ProtoReflect.Descriptor instead.
+func (*EditMessageResponse) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *EditMessageResponse) GetAck() *SendResponse {
+	if x != nil {
+		return x.Ack
+	}
+	return nil
+}
+
+// DeleteMessageRequest deletes one of the caller's posts.
+type DeleteMessageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// conversation_id names the post's conversation.
+	ConversationId string `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// seq is the post's seq.
+	Seq uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	// client_message_id identifies this delete for deduplication.
+	ClientMessageId string `protobuf:"bytes,3,opt,name=client_message_id,json=clientMessageId,proto3" json:"client_message_id,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *DeleteMessageRequest) Reset() {
+	*x = DeleteMessageRequest{}
+	mi := &file_parley_v1_chat_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteMessageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteMessageRequest) ProtoMessage() {}
+
+func (x *DeleteMessageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteMessageRequest.ProtoReflect.Descriptor instead.
+func (*DeleteMessageRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *DeleteMessageRequest) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *DeleteMessageRequest) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *DeleteMessageRequest) GetClientMessageId() string {
+	if x != nil {
+		return x.ClientMessageId
+	}
+	return ""
+}
+
+// DeleteMessageResponse acknowledges a durable delete.
+type DeleteMessageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ack is the delete event's acknowledgement (its own seq).
+	Ack           *SendResponse `protobuf:"bytes,1,opt,name=ack,proto3" json:"ack,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteMessageResponse) Reset() {
+	*x = DeleteMessageResponse{}
+	mi := &file_parley_v1_chat_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteMessageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteMessageResponse) ProtoMessage() {}
+
+func (x *DeleteMessageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteMessageResponse.ProtoReflect.Descriptor instead.
+func (*DeleteMessageResponse) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *DeleteMessageResponse) GetAck() *SendResponse {
+	if x != nil {
+		return x.Ack
+	}
+	return nil
+}
+
+// GetPresenceRequest names the users to look up.
+type GetPresenceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// user_ids to look up, at most 1000.
+	UserIds       []string `protobuf:"bytes,1,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPresenceRequest) Reset() {
+	*x = GetPresenceRequest{}
+	mi := &file_parley_v1_chat_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPresenceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPresenceRequest) ProtoMessage() {}
+
+func (x *GetPresenceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPresenceRequest.ProtoReflect.Descriptor instead.
+func (*GetPresenceRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *GetPresenceRequest) GetUserIds() []string {
+	if x != nil {
+		return x.UserIds
+	}
+	return nil
+}
+
+// GetPresenceResponse reports the users' presence.
+type GetPresenceResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// presences of the requested users who share a conversation with the
+	// caller (the caller included).
+	Presences     []*Presence `protobuf:"bytes,1,rep,name=presences,proto3" json:"presences,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPresenceResponse) Reset() {
+	*x = GetPresenceResponse{}
+	mi := &file_parley_v1_chat_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPresenceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPresenceResponse) ProtoMessage() {}
+
+func (x *GetPresenceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPresenceResponse.ProtoReflect.Descriptor instead.
+func (*GetPresenceResponse) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *GetPresenceResponse) GetPresences() []*Presence {
+	if x != nil {
+		return x.Presences
+	}
+	return nil
+}
+
 var File_parley_v1_chat_proto protoreflect.FileDescriptor
 
 const file_parley_v1_chat_proto_rawDesc = "" +
 	"\n" +
-	"\x14parley/v1/chat.proto\x12\tparley.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17parley/v1/message.proto\"\x80\x02\n" +
+	"\x14parley/v1/chat.proto\x12\tparley.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17parley/v1/message.proto\"\x9a\x04\n" +
 	"\vChatRequest\x12\x19\n" +
 	"\bframe_id\x18\x01 \x01(\x04R\aframeId\x12,\n" +
 	"\x04send\x18\x02 \x01(\v2\x16.parley.v1.SendRequestH\x00R\x04send\x12<\n" +
 	"\tsubscribe\x18\x03 \x01(\v2\x1c.parley.v1.SubscribePositionH\x00R\tsubscribe\x12:\n" +
 	"\vunsubscribe\x18\x04 \x01(\v2\x16.parley.v1.UnsubscribeH\x00R\vunsubscribe\x12%\n" +
-	"\x04ping\x18\x05 \x01(\v2\x0f.parley.v1.PingH\x00R\x04pingB\a\n" +
-	"\x05frame\"\x8c\x02\n" +
+	"\x04ping\x18\x05 \x01(\v2\x0f.parley.v1.PingH\x00R\x04ping\x12?\n" +
+	"\tdelivered\x18\x06 \x01(\v2\x1f.parley.v1.MarkDeliveredRequestH\x00R\tdelivered\x120\n" +
+	"\x04read\x18\a \x01(\v2\x1a.parley.v1.MarkReadRequestH\x00R\x04read\x125\n" +
+	"\x06typing\x18\b \x01(\v2\x1b.parley.v1.SetTypingRequestH\x00R\x06typing\x123\n" +
+	"\x04edit\x18\t \x01(\v2\x1d.parley.v1.EditMessageRequestH\x00R\x04edit\x129\n" +
+	"\x06delete\x18\n" +
+	" \x01(\v2\x1f.parley.v1.DeleteMessageRequestH\x00R\x06deleteB\a\n" +
+	"\x05frame\"\xdb\x03\n" +
 	"\fChatResponse\x12.\n" +
 	"\amessage\x18\x01 \x01(\v2\x12.parley.v1.MessageH\x00R\amessage\x124\n" +
 	"\bsend_ack\x18\x02 \x01(\v2\x17.parley.v1.SendResponseH\x00R\asendAck\x127\n" +
@@ -1189,12 +2143,17 @@ const file_parley_v1_chat_proto_rawDesc = "" +
 	"subscribed\x18\x03 \x01(\v2\x15.parley.v1.SubscribedH\x00R\n" +
 	"subscribed\x12%\n" +
 	"\x04pong\x18\x04 \x01(\v2\x0f.parley.v1.PongH\x00R\x04pong\x12-\n" +
-	"\x05error\x18\x05 \x01(\v2\x15.parley.v1.ErrorFrameH\x00R\x05errorB\a\n" +
-	"\x05frame\"v\n" +
+	"\x05error\x18\x05 \x01(\v2\x15.parley.v1.ErrorFrameH\x00R\x05error\x12.\n" +
+	"\areceipt\x18\x06 \x01(\v2\x12.parley.v1.ReceiptH\x00R\areceipt\x12+\n" +
+	"\x06typing\x18\a \x01(\v2\x11.parley.v1.TypingH\x00R\x06typing\x121\n" +
+	"\bpresence\x18\b \x01(\v2\x13.parley.v1.PresenceH\x00R\bpresence\x12=\n" +
+	"\fnotification\x18\t \x01(\v2\x17.parley.v1.NotificationH\x00R\fnotificationB\a\n" +
+	"\x05frame\"\xaf\x01\n" +
 	"\vSendRequest\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12*\n" +
 	"\x11client_message_id\x18\x02 \x01(\tR\x0fclientMessageId\x12\x12\n" +
-	"\x04body\x18\x03 \x01(\tR\x04body\"\xc8\x01\n" +
+	"\x04body\x18\x03 \x01(\tR\x04body\x127\n" +
+	"\vattachments\x18\x04 \x03(\v2\x15.parley.v1.AttachmentR\vattachments\"\xc8\x01\n" +
 	"\fSendResponse\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12*\n" +
 	"\x11client_message_id\x18\x02 \x01(\tR\x0fclientMessageId\x12\x10\n" +
@@ -1229,13 +2188,18 @@ const file_parley_v1_chat_proto_rawDesc = "" +
 	"\x0fconversation_id\x18\x05 \x01(\tR\x0econversationId\x12*\n" +
 	"\x11client_message_id\x18\x06 \x01(\tR\x0fclientMessageId\"V\n" +
 	"\x10SubscribeRequest\x12B\n" +
-	"\rconversations\x18\x01 \x03(\v2\x1c.parley.v1.SubscribePositionR\rconversations\"\xbb\x01\n" +
+	"\rconversations\x18\x01 \x03(\v2\x1c.parley.v1.SubscribePositionR\rconversations\"\x8a\x03\n" +
 	"\x11SubscribeResponse\x12.\n" +
 	"\amessage\x18\x01 \x01(\v2\x12.parley.v1.MessageH\x00R\amessage\x127\n" +
 	"\n" +
 	"subscribed\x18\x03 \x01(\v2\x15.parley.v1.SubscribedH\x00R\n" +
 	"subscribed\x124\n" +
-	"\theartbeat\x18\x06 \x01(\v2\x14.parley.v1.HeartbeatH\x00R\theartbeatB\a\n" +
+	"\theartbeat\x18\x06 \x01(\v2\x14.parley.v1.HeartbeatH\x00R\theartbeat\x12.\n" +
+	"\areceipt\x18\a \x01(\v2\x12.parley.v1.ReceiptH\x00R\areceipt\x12+\n" +
+	"\x06typing\x18\b \x01(\v2\x11.parley.v1.TypingH\x00R\x06typing\x121\n" +
+	"\bpresence\x18\t \x01(\v2\x13.parley.v1.PresenceH\x00R\bpresence\x12=\n" +
+	"\fnotification\x18\n" +
+	" \x01(\v2\x17.parley.v1.NotificationH\x00R\fnotificationB\a\n" +
 	"\x05frame\"H\n" +
 	"\tHeartbeat\x12;\n" +
 	"\vserver_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
@@ -1250,12 +2214,54 @@ const file_parley_v1_chat_proto_rawDesc = "" +
 	"\bmessages\x18\x01 \x03(\v2\x12.parley.v1.MessageR\bmessages\x12\x19\n" +
 	"\bhas_more\x18\x02 \x01(\bR\ahasMore\x12\x19\n" +
 	"\bhead_seq\x18\x03 \x01(\x04R\aheadSeq\x12\x14\n" +
-	"\x05epoch\x18\x04 \x01(\tR\x05epoch2\x8f\x02\n" +
+	"\x05epoch\x18\x04 \x01(\tR\x05epoch\"Q\n" +
+	"\x14MarkDeliveredRequest\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"E\n" +
+	"\x15MarkDeliveredResponse\x12,\n" +
+	"\areceipt\x18\x01 \x01(\v2\x12.parley.v1.ReceiptR\areceipt\"L\n" +
+	"\x0fMarkReadRequest\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"@\n" +
+	"\x10MarkReadResponse\x12,\n" +
+	"\areceipt\x18\x01 \x01(\v2\x12.parley.v1.ReceiptR\areceipt\"=\n" +
+	"\x12GetReceiptsRequest\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\"E\n" +
+	"\x13GetReceiptsResponse\x12.\n" +
+	"\breceipts\x18\x01 \x03(\v2\x12.parley.v1.ReceiptR\breceipts\"S\n" +
+	"\x10SetTypingRequest\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x16\n" +
+	"\x06typing\x18\x02 \x01(\bR\x06typing\"\x13\n" +
+	"\x11SetTypingResponse\"\x8f\x01\n" +
+	"\x12EditMessageRequest\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12*\n" +
+	"\x11client_message_id\x18\x03 \x01(\tR\x0fclientMessageId\x12\x12\n" +
+	"\x04body\x18\x04 \x01(\tR\x04body\"@\n" +
+	"\x13EditMessageResponse\x12)\n" +
+	"\x03ack\x18\x01 \x01(\v2\x17.parley.v1.SendResponseR\x03ack\"}\n" +
+	"\x14DeleteMessageRequest\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12*\n" +
+	"\x11client_message_id\x18\x03 \x01(\tR\x0fclientMessageId\"B\n" +
+	"\x15DeleteMessageResponse\x12)\n" +
+	"\x03ack\x18\x01 \x01(\v2\x17.parley.v1.SendResponseR\x03ack\"/\n" +
+	"\x12GetPresenceRequest\x12\x19\n" +
+	"\buser_ids\x18\x01 \x03(\tR\auserIds\"H\n" +
+	"\x13GetPresenceResponse\x121\n" +
+	"\tpresences\x18\x01 \x03(\v2\x13.parley.v1.PresenceR\tpresences2\xae\x06\n" +
 	"\vChatService\x12;\n" +
 	"\x04Chat\x12\x16.parley.v1.ChatRequest\x1a\x17.parley.v1.ChatResponse(\x010\x01\x127\n" +
 	"\x04Send\x12\x16.parley.v1.SendRequest\x1a\x17.parley.v1.SendResponse\x12H\n" +
 	"\tSubscribe\x12\x1b.parley.v1.SubscribeRequest\x1a\x1c.parley.v1.SubscribeResponse0\x01\x12@\n" +
-	"\aHistory\x12\x19.parley.v1.HistoryRequest\x1a\x1a.parley.v1.HistoryResponseB8Z6github.com/parleychat/parley/gen/go/parley/v1;parleyv1b\x06proto3"
+	"\aHistory\x12\x19.parley.v1.HistoryRequest\x1a\x1a.parley.v1.HistoryResponse\x12R\n" +
+	"\rMarkDelivered\x12\x1f.parley.v1.MarkDeliveredRequest\x1a .parley.v1.MarkDeliveredResponse\x12C\n" +
+	"\bMarkRead\x12\x1a.parley.v1.MarkReadRequest\x1a\x1b.parley.v1.MarkReadResponse\x12L\n" +
+	"\vGetReceipts\x12\x1d.parley.v1.GetReceiptsRequest\x1a\x1e.parley.v1.GetReceiptsResponse\x12F\n" +
+	"\tSetTyping\x12\x1b.parley.v1.SetTypingRequest\x1a\x1c.parley.v1.SetTypingResponse\x12L\n" +
+	"\vEditMessage\x12\x1d.parley.v1.EditMessageRequest\x1a\x1e.parley.v1.EditMessageResponse\x12R\n" +
+	"\rDeleteMessage\x12\x1f.parley.v1.DeleteMessageRequest\x1a .parley.v1.DeleteMessageResponse\x12L\n" +
+	"\vGetPresence\x12\x1d.parley.v1.GetPresenceRequest\x1a\x1e.parley.v1.GetPresenceResponseB8Z6github.com/parleychat/parley/gen/go/parley/v1;parleyv1b\x06proto3"
 
 var (
 	file_parley_v1_chat_proto_rawDescOnce sync.Once
@@ -1269,7 +2275,7 @@ func file_parley_v1_chat_proto_rawDescGZIP() []byte {
 	return file_parley_v1_chat_proto_rawDescData
 }
 
-var file_parley_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_parley_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_parley_v1_chat_proto_goTypes = []any{
 	(*ChatRequest)(nil),           // 0: parley.v1.ChatRequest
 	(*ChatResponse)(nil),          // 1: parley.v1.ChatResponse
@@ -1286,40 +2292,93 @@ var file_parley_v1_chat_proto_goTypes = []any{
 	(*Heartbeat)(nil),             // 12: parley.v1.Heartbeat
 	(*HistoryRequest)(nil),        // 13: parley.v1.HistoryRequest
 	(*HistoryResponse)(nil),       // 14: parley.v1.HistoryResponse
-	(*Message)(nil),               // 15: parley.v1.Message
-	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
+	(*MarkDeliveredRequest)(nil),  // 15: parley.v1.MarkDeliveredRequest
+	(*MarkDeliveredResponse)(nil), // 16: parley.v1.MarkDeliveredResponse
+	(*MarkReadRequest)(nil),       // 17: parley.v1.MarkReadRequest
+	(*MarkReadResponse)(nil),      // 18: parley.v1.MarkReadResponse
+	(*GetReceiptsRequest)(nil),    // 19: parley.v1.GetReceiptsRequest
+	(*GetReceiptsResponse)(nil),   // 20: parley.v1.GetReceiptsResponse
+	(*SetTypingRequest)(nil),      // 21: parley.v1.SetTypingRequest
+	(*SetTypingResponse)(nil),     // 22: parley.v1.SetTypingResponse
+	(*EditMessageRequest)(nil),    // 23: parley.v1.EditMessageRequest
+	(*EditMessageResponse)(nil),   // 24: parley.v1.EditMessageResponse
+	(*DeleteMessageRequest)(nil),  // 25: parley.v1.DeleteMessageRequest
+	(*DeleteMessageResponse)(nil), // 26: parley.v1.DeleteMessageResponse
+	(*GetPresenceRequest)(nil),    // 27: parley.v1.GetPresenceRequest
+	(*GetPresenceResponse)(nil),   // 28: parley.v1.GetPresenceResponse
+	(*Message)(nil),               // 29: parley.v1.Message
+	(*Receipt)(nil),               // 30: parley.v1.Receipt
+	(*Typing)(nil),                // 31: parley.v1.Typing
+	(*Presence)(nil),              // 32: parley.v1.Presence
+	(*Notification)(nil),          // 33: parley.v1.Notification
+	(*Attachment)(nil),            // 34: parley.v1.Attachment
+	(*timestamppb.Timestamp)(nil), // 35: google.protobuf.Timestamp
 }
 var file_parley_v1_chat_proto_depIdxs = []int32{
 	2,  // 0: parley.v1.ChatRequest.send:type_name -> parley.v1.SendRequest
 	4,  // 1: parley.v1.ChatRequest.subscribe:type_name -> parley.v1.SubscribePosition
 	5,  // 2: parley.v1.ChatRequest.unsubscribe:type_name -> parley.v1.Unsubscribe
 	6,  // 3: parley.v1.ChatRequest.ping:type_name -> parley.v1.Ping
-	15, // 4: parley.v1.ChatResponse.message:type_name -> parley.v1.Message
-	3,  // 5: parley.v1.ChatResponse.send_ack:type_name -> parley.v1.SendResponse
-	8,  // 6: parley.v1.ChatResponse.subscribed:type_name -> parley.v1.Subscribed
-	7,  // 7: parley.v1.ChatResponse.pong:type_name -> parley.v1.Pong
-	9,  // 8: parley.v1.ChatResponse.error:type_name -> parley.v1.ErrorFrame
-	16, // 9: parley.v1.SendResponse.sent_at:type_name -> google.protobuf.Timestamp
-	16, // 10: parley.v1.Pong.server_time:type_name -> google.protobuf.Timestamp
-	4,  // 11: parley.v1.SubscribeRequest.conversations:type_name -> parley.v1.SubscribePosition
-	15, // 12: parley.v1.SubscribeResponse.message:type_name -> parley.v1.Message
-	8,  // 13: parley.v1.SubscribeResponse.subscribed:type_name -> parley.v1.Subscribed
-	12, // 14: parley.v1.SubscribeResponse.heartbeat:type_name -> parley.v1.Heartbeat
-	16, // 15: parley.v1.Heartbeat.server_time:type_name -> google.protobuf.Timestamp
-	15, // 16: parley.v1.HistoryResponse.messages:type_name -> parley.v1.Message
-	0,  // 17: parley.v1.ChatService.Chat:input_type -> parley.v1.ChatRequest
-	2,  // 18: parley.v1.ChatService.Send:input_type -> parley.v1.SendRequest
-	10, // 19: parley.v1.ChatService.Subscribe:input_type -> parley.v1.SubscribeRequest
-	13, // 20: parley.v1.ChatService.History:input_type -> parley.v1.HistoryRequest
-	1,  // 21: parley.v1.ChatService.Chat:output_type -> parley.v1.ChatResponse
-	3,  // 22: parley.v1.ChatService.Send:output_type -> parley.v1.SendResponse
-	11, // 23: parley.v1.ChatService.Subscribe:output_type -> parley.v1.SubscribeResponse
-	14, // 24: parley.v1.ChatService.History:output_type -> parley.v1.HistoryResponse
-	21, // [21:25] is the sub-list for method output_type
-	17, // [17:21] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	15, // 4: parley.v1.ChatRequest.delivered:type_name -> parley.v1.MarkDeliveredRequest
+	17, // 5: parley.v1.ChatRequest.read:type_name -> parley.v1.MarkReadRequest
+	21, // 6: parley.v1.ChatRequest.typing:type_name -> parley.v1.SetTypingRequest
+	23, // 7: parley.v1.ChatRequest.edit:type_name -> parley.v1.EditMessageRequest
+	25, // 8: parley.v1.ChatRequest.delete:type_name -> parley.v1.DeleteMessageRequest
+	29, // 9: parley.v1.ChatResponse.message:type_name -> parley.v1.Message
+	3,  // 10: parley.v1.ChatResponse.send_ack:type_name -> parley.v1.SendResponse
+	8,  // 11: parley.v1.ChatResponse.subscribed:type_name -> parley.v1.Subscribed
+	7,  // 12: parley.v1.ChatResponse.pong:type_name -> parley.v1.Pong
+	9,  // 13: parley.v1.ChatResponse.error:type_name -> parley.v1.ErrorFrame
+	30, // 14: parley.v1.ChatResponse.receipt:type_name -> parley.v1.Receipt
+	31, // 15: parley.v1.ChatResponse.typing:type_name -> parley.v1.Typing
+	32, // 16: parley.v1.ChatResponse.presence:type_name -> parley.v1.Presence
+	33, // 17: parley.v1.ChatResponse.notification:type_name -> parley.v1.Notification
+	34, // 18: parley.v1.SendRequest.attachments:type_name -> parley.v1.Attachment
+	35, // 19: parley.v1.SendResponse.sent_at:type_name -> google.protobuf.Timestamp
+	35, // 20: parley.v1.Pong.server_time:type_name -> google.protobuf.Timestamp
+	4,  // 21: parley.v1.SubscribeRequest.conversations:type_name -> parley.v1.SubscribePosition
+	29, // 22: parley.v1.SubscribeResponse.message:type_name -> parley.v1.Message
+	8,  // 23: parley.v1.SubscribeResponse.subscribed:type_name -> parley.v1.Subscribed
+	12, // 24: parley.v1.SubscribeResponse.heartbeat:type_name -> parley.v1.Heartbeat
+	30, // 25: parley.v1.SubscribeResponse.receipt:type_name -> parley.v1.Receipt
+	31, // 26: parley.v1.SubscribeResponse.typing:type_name -> parley.v1.Typing
+	32, // 27: parley.v1.SubscribeResponse.presence:type_name -> parley.v1.Presence
+	33, // 28: parley.v1.SubscribeResponse.notification:type_name -> parley.v1.Notification
+	35, // 29: parley.v1.Heartbeat.server_time:type_name -> google.protobuf.Timestamp
+	29, // 30: parley.v1.HistoryResponse.messages:type_name -> parley.v1.Message
+	30, // 31: parley.v1.MarkDeliveredResponse.receipt:type_name -> parley.v1.Receipt
+	30, // 32: parley.v1.MarkReadResponse.receipt:type_name -> parley.v1.Receipt
+	30, // 33: parley.v1.GetReceiptsResponse.receipts:type_name -> parley.v1.Receipt
+	3,  // 34: parley.v1.EditMessageResponse.ack:type_name -> parley.v1.SendResponse
+	3,  // 35: parley.v1.DeleteMessageResponse.ack:type_name -> parley.v1.SendResponse
+	32, // 36: parley.v1.GetPresenceResponse.presences:type_name -> parley.v1.Presence
+	0,  // 37: parley.v1.ChatService.Chat:input_type -> parley.v1.ChatRequest
+	2,  // 38: parley.v1.ChatService.Send:input_type -> parley.v1.SendRequest
+	10, // 39: parley.v1.ChatService.Subscribe:input_type -> parley.v1.SubscribeRequest
+	13, // 40: parley.v1.ChatService.History:input_type -> parley.v1.HistoryRequest
+	15, // 41: parley.v1.ChatService.MarkDelivered:input_type -> parley.v1.MarkDeliveredRequest
+	17, // 42: parley.v1.ChatService.MarkRead:input_type -> parley.v1.MarkReadRequest
+	19, // 43: parley.v1.ChatService.GetReceipts:input_type -> parley.v1.GetReceiptsRequest
+	21, // 44: parley.v1.ChatService.SetTyping:input_type -> parley.v1.SetTypingRequest
+	23, // 45: parley.v1.ChatService.EditMessage:input_type -> parley.v1.EditMessageRequest
+	25, // 46: parley.v1.ChatService.DeleteMessage:input_type -> parley.v1.DeleteMessageRequest
+	27, // 47: parley.v1.ChatService.GetPresence:input_type -> parley.v1.GetPresenceRequest
+	1,  // 48: parley.v1.ChatService.Chat:output_type -> parley.v1.ChatResponse
+	3,  // 49: parley.v1.ChatService.Send:output_type -> parley.v1.SendResponse
+	11, // 50: parley.v1.ChatService.Subscribe:output_type -> parley.v1.SubscribeResponse
+	14, // 51: parley.v1.ChatService.History:output_type -> parley.v1.HistoryResponse
+	16, // 52: parley.v1.ChatService.MarkDelivered:output_type -> parley.v1.MarkDeliveredResponse
+	18, // 53: parley.v1.ChatService.MarkRead:output_type -> parley.v1.MarkReadResponse
+	20, // 54: parley.v1.ChatService.GetReceipts:output_type -> parley.v1.GetReceiptsResponse
+	22, // 55: parley.v1.ChatService.SetTyping:output_type -> parley.v1.SetTypingResponse
+	24, // 56: parley.v1.ChatService.EditMessage:output_type -> parley.v1.EditMessageResponse
+	26, // 57: parley.v1.ChatService.DeleteMessage:output_type -> parley.v1.DeleteMessageResponse
+	28, // 58: parley.v1.ChatService.GetPresence:output_type -> parley.v1.GetPresenceResponse
+	48, // [48:59] is the sub-list for method output_type
+	37, // [37:48] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_parley_v1_chat_proto_init() }
@@ -1333,6 +2392,11 @@ func file_parley_v1_chat_proto_init() {
 		(*ChatRequest_Subscribe)(nil),
 		(*ChatRequest_Unsubscribe)(nil),
 		(*ChatRequest_Ping)(nil),
+		(*ChatRequest_Delivered)(nil),
+		(*ChatRequest_Read)(nil),
+		(*ChatRequest_Typing)(nil),
+		(*ChatRequest_Edit)(nil),
+		(*ChatRequest_Delete)(nil),
 	}
 	file_parley_v1_chat_proto_msgTypes[1].OneofWrappers = []any{
 		(*ChatResponse_Message)(nil),
@@ -1340,11 +2404,19 @@ func file_parley_v1_chat_proto_init() {
 		(*ChatResponse_Subscribed)(nil),
 		(*ChatResponse_Pong)(nil),
 		(*ChatResponse_Error)(nil),
+		(*ChatResponse_Receipt)(nil),
+		(*ChatResponse_Typing)(nil),
+		(*ChatResponse_Presence)(nil),
+		(*ChatResponse_Notification)(nil),
 	}
 	file_parley_v1_chat_proto_msgTypes[11].OneofWrappers = []any{
 		(*SubscribeResponse_Message)(nil),
 		(*SubscribeResponse_Subscribed)(nil),
 		(*SubscribeResponse_Heartbeat)(nil),
+		(*SubscribeResponse_Receipt)(nil),
+		(*SubscribeResponse_Typing)(nil),
+		(*SubscribeResponse_Presence)(nil),
+		(*SubscribeResponse_Notification)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1352,7 +2424,7 @@ func file_parley_v1_chat_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_v1_chat_proto_rawDesc), len(file_parley_v1_chat_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,10 +19,17 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ChatService_Chat_FullMethodName      = "/parley.v1.ChatService/Chat"
-	ChatService_Send_FullMethodName      = "/parley.v1.ChatService/Send"
-	ChatService_Subscribe_FullMethodName = "/parley.v1.ChatService/Subscribe"
-	ChatService_History_FullMethodName   = "/parley.v1.ChatService/History"
+	ChatService_Chat_FullMethodName          = "/parley.v1.ChatService/Chat"
+	ChatService_Send_FullMethodName          = "/parley.v1.ChatService/Send"
+	ChatService_Subscribe_FullMethodName     = "/parley.v1.ChatService/Subscribe"
+	ChatService_History_FullMethodName       = "/parley.v1.ChatService/History"
+	ChatService_MarkDelivered_FullMethodName = "/parley.v1.ChatService/MarkDelivered"
+	ChatService_MarkRead_FullMethodName      = "/parley.v1.ChatService/MarkRead"
+	ChatService_GetReceipts_FullMethodName   = "/parley.v1.ChatService/GetReceipts"
+	ChatService_SetTyping_FullMethodName     = "/parley.v1.ChatService/SetTyping"
+	ChatService_EditMessage_FullMethodName   = "/parley.v1.ChatService/EditMessage"
+	ChatService_DeleteMessage_FullMethodName = "/parley.v1.ChatService/DeleteMessage"
+	ChatService_GetPresence_FullMethodName   = "/parley.v1.ChatService/GetPresence"
 )
 
 // ChatServiceClient is the client API for ChatService service.
@@ -59,8 +66,33 @@ type ChatServiceClient interface {
 	// and sends a heartbeat at the server's interval so that browsers (which
 	// get no HTTP/2 pings) can tell a quiet stream from a dead one.
 	Subscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeResponse], error)
-	// History pages through a conversation's stored messages by seq.
+	// History pages through a conversation's stored messages by seq. Posts
+	// come with their latest text (edited_at set) or as tombstones (deleted);
+	// the edit and delete events are in the pages too, at their own seqs.
 	History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryResponse, error)
+	// MarkDelivered moves the caller's delivered position forward (it never
+	// moves back) and tells the conversation's live subscribers.
+	MarkDelivered(ctx context.Context, in *MarkDeliveredRequest, opts ...grpc.CallOption) (*MarkDeliveredResponse, error)
+	// MarkRead moves the caller's read position (and delivered position)
+	// forward; it drives unread counts.
+	MarkRead(ctx context.Context, in *MarkReadRequest, opts ...grpc.CallOption) (*MarkReadResponse, error)
+	// GetReceipts returns every member's delivered and read positions, so a
+	// sender can show sent, delivered and read per message (and by whom).
+	GetReceipts(ctx context.Context, in *GetReceiptsRequest, opts ...grpc.CallOption) (*GetReceiptsResponse, error)
+	// SetTyping tells the conversation's live subscribers that the caller is
+	// typing (or stopped). It is rate-limited per user (RESOURCE_EXHAUSTED)
+	// and lapses by itself after a few seconds unless renewed.
+	SetTyping(ctx context.Context, in *SetTypingRequest, opts ...grpc.CallOption) (*SetTypingResponse, error)
+	// EditMessage replaces the body of one of the caller's own posts. The edit
+	// is an event in the conversation's seq order. PERMISSION_DENIED for
+	// someone else's post; NOT_FOUND if there is no post at that seq.
+	EditMessage(ctx context.Context, in *EditMessageRequest, opts ...grpc.CallOption) (*EditMessageResponse, error)
+	// DeleteMessage turns one of the caller's own posts into a tombstone, as
+	// an event in the conversation's seq order.
+	DeleteMessage(ctx context.Context, in *DeleteMessageRequest, opts ...grpc.CallOption) (*DeleteMessageResponse, error)
+	// GetPresence says which of the given users are online. Only users who
+	// share a conversation with the caller are reported; others are left out.
+	GetPresence(ctx context.Context, in *GetPresenceRequest, opts ...grpc.CallOption) (*GetPresenceResponse, error)
 }
 
 type chatServiceClient struct {
@@ -123,6 +155,76 @@ func (c *chatServiceClient) History(ctx context.Context, in *HistoryRequest, opt
 	return out, nil
 }
 
+func (c *chatServiceClient) MarkDelivered(ctx context.Context, in *MarkDeliveredRequest, opts ...grpc.CallOption) (*MarkDeliveredResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MarkDeliveredResponse)
+	err := c.cc.Invoke(ctx, ChatService_MarkDelivered_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *chatServiceClient) MarkRead(ctx context.Context, in *MarkReadRequest, opts ...grpc.CallOption) (*MarkReadResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MarkReadResponse)
+	err := c.cc.Invoke(ctx, ChatService_MarkRead_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *chatServiceClient) GetReceipts(ctx context.Context, in *GetReceiptsRequest, opts ...grpc.CallOption) (*GetReceiptsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetReceiptsResponse)
+	err := c.cc.Invoke(ctx, ChatService_GetReceipts_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *chatServiceClient) SetTyping(ctx context.Context, in *SetTypingRequest, opts ...grpc.CallOption) (*SetTypingResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetTypingResponse)
+	err := c.cc.Invoke(ctx, ChatService_SetTyping_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *chatServiceClient) EditMessage(ctx context.Context, in *EditMessageRequest, opts ...grpc.CallOption) (*EditMessageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EditMessageResponse)
+	err := c.cc.Invoke(ctx, ChatService_EditMessage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *chatServiceClient) DeleteMessage(ctx context.Context, in *DeleteMessageRequest, opts ...grpc.CallOption) (*DeleteMessageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteMessageResponse)
+	err := c.cc.Invoke(ctx, ChatService_DeleteMessage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *chatServiceClient) GetPresence(ctx context.Context, in *GetPresenceRequest, opts ...grpc.CallOption) (*GetPresenceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetPresenceResponse)
+	err := c.cc.Invoke(ctx, ChatService_GetPresence_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ChatServiceServer is the server API for ChatService service.
 // All implementations must embed UnimplementedChatServiceServer
 // for forward compatibility.
@@ -157,8 +259,33 @@ type ChatServiceServer interface {
 	// and sends a heartbeat at the server's interval so that browsers (which
 	// get no HTTP/2 pings) can tell a quiet stream from a dead one.
 	Subscribe(*SubscribeRequest, grpc.ServerStreamingServer[SubscribeResponse]) error
-	// History pages through a conversation's stored messages by seq.
+	// History pages through a conversation's stored messages by seq. Posts
+	// come with their latest text (edited_at set) or as tombstones (deleted);
+	// the edit and delete events are in the pages too, at their own seqs.
 	History(context.Context, *HistoryRequest) (*HistoryResponse, error)
+	// MarkDelivered moves the caller's delivered position forward (it never
+	// moves back) and tells the conversation's live subscribers.
+	MarkDelivered(context.Context, *MarkDeliveredRequest) (*MarkDeliveredResponse, error)
+	// MarkRead moves the caller's read position (and delivered position)
+	// forward; it drives unread counts.
+	MarkRead(context.Context, *MarkReadRequest) (*MarkReadResponse, error)
+	// GetReceipts returns every member's delivered and read positions, so a
+	// sender can show sent, delivered and read per message (and by whom).
+	GetReceipts(context.Context, *GetReceiptsRequest) (*GetReceiptsResponse, error)
+	// SetTyping tells the conversation's live subscribers that the caller is
+	// typing (or stopped). It is rate-limited per user (RESOURCE_EXHAUSTED)
+	// and lapses by itself after a few seconds unless renewed.
+	SetTyping(context.Context, *SetTypingRequest) (*SetTypingResponse, error)
+	// EditMessage replaces the body of one of the caller's own posts. The edit
+	// is an event in the conversation's seq order. PERMISSION_DENIED for
+	// someone else's post; NOT_FOUND if there is no post at that seq.
+	EditMessage(context.Context, *EditMessageRequest) (*EditMessageResponse, error)
+	// DeleteMessage turns one of the caller's own posts into a tombstone, as
+	// an event in the conversation's seq order.
+	DeleteMessage(context.Context, *DeleteMessageRequest) (*DeleteMessageResponse, error)
+	// GetPresence says which of the given users are online. Only users who
+	// share a conversation with the caller are reported; others are left out.
+	GetPresence(context.Context, *GetPresenceRequest) (*GetPresenceResponse, error)
 	mustEmbedUnimplementedChatServiceServer()
 }
 
@@ -180,6 +307,27 @@ func (UnimplementedChatServiceServer) Subscribe(*SubscribeRequest, grpc.ServerSt
 }
 func (UnimplementedChatServiceServer) History(context.Context, *HistoryRequest) (*HistoryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method History not implemented")
+}
+func (UnimplementedChatServiceServer) MarkDelivered(context.Context, *MarkDeliveredRequest) (*MarkDeliveredResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MarkDelivered not implemented")
+}
+func (UnimplementedChatServiceServer) MarkRead(context.Context, *MarkReadRequest) (*MarkReadResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MarkRead not implemented")
+}
+func (UnimplementedChatServiceServer) GetReceipts(context.Context, *GetReceiptsRequest) (*GetReceiptsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetReceipts not implemented")
+}
+func (UnimplementedChatServiceServer) SetTyping(context.Context, *SetTypingRequest) (*SetTypingResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetTyping not implemented")
+}
+func (UnimplementedChatServiceServer) EditMessage(context.Context, *EditMessageRequest) (*EditMessageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method EditMessage not implemented")
+}
+func (UnimplementedChatServiceServer) DeleteMessage(context.Context, *DeleteMessageRequest) (*DeleteMessageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteMessage not implemented")
+}
+func (UnimplementedChatServiceServer) GetPresence(context.Context, *GetPresenceRequest) (*GetPresenceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetPresence not implemented")
 }
 func (UnimplementedChatServiceServer) mustEmbedUnimplementedChatServiceServer() {}
 func (UnimplementedChatServiceServer) testEmbeddedByValue()                     {}
@@ -256,6 +404,132 @@ func _ChatService_History_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ChatService_MarkDelivered_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MarkDeliveredRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ChatServiceServer).MarkDelivered(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ChatService_MarkDelivered_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ChatServiceServer).MarkDelivered(ctx, req.(*MarkDeliveredRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ChatService_MarkRead_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MarkReadRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ChatServiceServer).MarkRead(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ChatService_MarkRead_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ChatServiceServer).MarkRead(ctx, req.(*MarkReadRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ChatService_GetReceipts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetReceiptsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ChatServiceServer).GetReceipts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ChatService_GetReceipts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ChatServiceServer).GetReceipts(ctx, req.(*GetReceiptsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ChatService_SetTyping_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetTypingRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ChatServiceServer).SetTyping(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ChatService_SetTyping_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ChatServiceServer).SetTyping(ctx, req.(*SetTypingRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ChatService_EditMessage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EditMessageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ChatServiceServer).EditMessage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ChatService_EditMessage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ChatServiceServer).EditMessage(ctx, req.(*EditMessageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ChatService_DeleteMessage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteMessageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ChatServiceServer).DeleteMessage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ChatService_DeleteMessage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ChatServiceServer).DeleteMessage(ctx, req.(*DeleteMessageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ChatService_GetPresence_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetPresenceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ChatServiceServer).GetPresence(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ChatService_GetPresence_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ChatServiceServer).GetPresence(ctx, req.(*GetPresenceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ChatService_ServiceDesc is the grpc.ServiceDesc for ChatService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -270,6 +544,34 @@ var ChatService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "History",
 			Handler:    _ChatService_History_Handler,
+		},
+		{
+			MethodName: "MarkDelivered",
+			Handler:    _ChatService_MarkDelivered_Handler,
+		},
+		{
+			MethodName: "MarkRead",
+			Handler:    _ChatService_MarkRead_Handler,
+		},
+		{
+			MethodName: "GetReceipts",
+			Handler:    _ChatService_GetReceipts_Handler,
+		},
+		{
+			MethodName: "SetTyping",
+			Handler:    _ChatService_SetTyping_Handler,
+		},
+		{
+			MethodName: "EditMessage",
+			Handler:    _ChatService_EditMessage_Handler,
+		},
+		{
+			MethodName: "DeleteMessage",
+			Handler:    _ChatService_DeleteMessage_Handler,
+		},
+		{
+			MethodName: "GetPresence",
+			Handler:    _ChatService_GetPresence_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -22,6 +22,63 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// MessageKind is what a Message in the log is.
+type MessageKind int32
+
+const (
+	// MESSAGE_KIND_UNSPECIFIED is read as MESSAGE_KIND_POST.
+	MessageKind_MESSAGE_KIND_UNSPECIFIED MessageKind = 0
+	// MESSAGE_KIND_POST is an ordinary message.
+	MessageKind_MESSAGE_KIND_POST MessageKind = 1
+	// MESSAGE_KIND_EDIT replaces the body of the post at target_seq with body.
+	MessageKind_MESSAGE_KIND_EDIT MessageKind = 2
+	// MESSAGE_KIND_DELETE turns the post at target_seq into a tombstone.
+	MessageKind_MESSAGE_KIND_DELETE MessageKind = 3
+)
+
+// Enum value maps for MessageKind.
+var (
+	MessageKind_name = map[int32]string{
+		0: "MESSAGE_KIND_UNSPECIFIED",
+		1: "MESSAGE_KIND_POST",
+		2: "MESSAGE_KIND_EDIT",
+		3: "MESSAGE_KIND_DELETE",
+	}
+	MessageKind_value = map[string]int32{
+		"MESSAGE_KIND_UNSPECIFIED": 0,
+		"MESSAGE_KIND_POST":        1,
+		"MESSAGE_KIND_EDIT":        2,
+		"MESSAGE_KIND_DELETE":      3,
+	}
+)
+
+func (x MessageKind) Enum() *MessageKind {
+	p := new(MessageKind)
+	*p = x
+	return p
+}
+
+func (x MessageKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (MessageKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_parley_v1_message_proto_enumTypes[0].Descriptor()
+}
+
+func (MessageKind) Type() protoreflect.EnumType {
+	return &file_parley_v1_message_proto_enumTypes[0]
+}
+
+func (x MessageKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use MessageKind.Descriptor instead.
+func (MessageKind) EnumDescriptor() ([]byte, []int) {
+	return file_parley_v1_message_proto_rawDescGZIP(), []int{0}
+}
+
 // ConversationKind says how a conversation is joined and who manages it.
 type ConversationKind int32
 
@@ -66,11 +123,11 @@ func (x ConversationKind) String() string {
 }
 
 func (ConversationKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_parley_v1_message_proto_enumTypes[0].Descriptor()
+	return file_parley_v1_message_proto_enumTypes[1].Descriptor()
 }
 
 func (ConversationKind) Type() protoreflect.EnumType {
-	return &file_parley_v1_message_proto_enumTypes[0]
+	return &file_parley_v1_message_proto_enumTypes[1]
 }
 
 func (x ConversationKind) Number() protoreflect.EnumNumber {
@@ -79,7 +136,7 @@ func (x ConversationKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ConversationKind.Descriptor instead.
 func (ConversationKind) EnumDescriptor() ([]byte, []int) {
-	return file_parley_v1_message_proto_rawDescGZIP(), []int{0}
+	return file_parley_v1_message_proto_rawDescGZIP(), []int{1}
 }
 
 // Message is one chat message as stored and delivered. Its identity is
@@ -104,7 +161,21 @@ type Message struct {
 	SentAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=sent_at,json=sentAt,proto3" json:"sent_at,omitempty"`
 	// prev_seq is the seq of the message before this one in the same
 	// conversation (0 for the first), so a reader can check continuity.
-	PrevSeq       uint64 `protobuf:"varint,7,opt,name=prev_seq,json=prevSeq,proto3" json:"prev_seq,omitempty"`
+	PrevSeq uint64 `protobuf:"varint,7,opt,name=prev_seq,json=prevSeq,proto3" json:"prev_seq,omitempty"`
+	// attachments are files the message carries (uploaded with
+	// AttachmentService.Upload).
+	Attachments []*Attachment `protobuf:"bytes,8,rep,name=attachments,proto3" json:"attachments,omitempty"`
+	// kind says whether this is a post or an event changing an earlier post.
+	// UNSPECIFIED is read as a post.
+	Kind MessageKind `protobuf:"varint,9,opt,name=kind,proto3,enum=parley.v1.MessageKind" json:"kind,omitempty"`
+	// target_seq is, for an edit or a delete, the seq of the post it changes.
+	TargetSeq uint64 `protobuf:"varint,10,opt,name=target_seq,json=targetSeq,proto3" json:"target_seq,omitempty"`
+	// edited_at is set on a post whose body was edited since; body then holds
+	// the latest text. History returns posts in this state.
+	EditedAt *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=edited_at,json=editedAt,proto3" json:"edited_at,omitempty"`
+	// deleted marks a post that its sender deleted: a tombstone whose body and
+	// attachments are empty.
+	Deleted       bool `protobuf:"varint,12,opt,name=deleted,proto3" json:"deleted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -188,6 +259,115 @@ func (x *Message) GetPrevSeq() uint64 {
 	return 0
 }
 
+func (x *Message) GetAttachments() []*Attachment {
+	if x != nil {
+		return x.Attachments
+	}
+	return nil
+}
+
+func (x *Message) GetKind() MessageKind {
+	if x != nil {
+		return x.Kind
+	}
+	return MessageKind_MESSAGE_KIND_UNSPECIFIED
+}
+
+func (x *Message) GetTargetSeq() uint64 {
+	if x != nil {
+		return x.TargetSeq
+	}
+	return 0
+}
+
+func (x *Message) GetEditedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EditedAt
+	}
+	return nil
+}
+
+func (x *Message) GetDeleted() bool {
+	if x != nil {
+		return x.Deleted
+	}
+	return false
+}
+
+// Attachment is a file carried by a message. Files are stored once per
+// content, however often they are sent.
+type Attachment struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the lowercase hex sha256 of the content.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// name is the file name shown to people (at most 255 characters).
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// content_type is the MIME type, e.g. "image/png".
+	ContentType string `protobuf:"bytes,3,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
+	// size is the content length in bytes, set by the server.
+	Size          uint64 `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Attachment) Reset() {
+	*x = Attachment{}
+	mi := &file_parley_v1_message_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Attachment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Attachment) ProtoMessage() {}
+
+func (x *Attachment) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_message_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Attachment.ProtoReflect.Descriptor instead.
+func (*Attachment) Descriptor() ([]byte, []int) {
+	return file_parley_v1_message_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Attachment) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Attachment) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Attachment) GetContentType() string {
+	if x != nil {
+		return x.ContentType
+	}
+	return ""
+}
+
+func (x *Attachment) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
 // Conversation describes a conversation as its members see it.
 type Conversation struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -206,14 +386,19 @@ type Conversation struct {
 	// head_seq is the seq of the newest message, 0 if there is none.
 	HeadSeq uint64 `protobuf:"varint,7,opt,name=head_seq,json=headSeq,proto3" json:"head_seq,omitempty"`
 	// last_message is the newest message, absent if there is none.
-	LastMessage   *Message `protobuf:"bytes,8,opt,name=last_message,json=lastMessage,proto3" json:"last_message,omitempty"`
+	LastMessage *Message `protobuf:"bytes,8,opt,name=last_message,json=lastMessage,proto3" json:"last_message,omitempty"`
+	// read_seq is the caller's read position: the newest seq they have read.
+	ReadSeq uint64 `protobuf:"varint,9,opt,name=read_seq,json=readSeq,proto3" json:"read_seq,omitempty"`
+	// unread_count is how many posts by others lie after read_seq (counted up
+	// to 1000; more shows as 1000).
+	UnreadCount   uint64 `protobuf:"varint,10,opt,name=unread_count,json=unreadCount,proto3" json:"unread_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Conversation) Reset() {
 	*x = Conversation{}
-	mi := &file_parley_v1_message_proto_msgTypes[1]
+	mi := &file_parley_v1_message_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -225,7 +410,7 @@ func (x *Conversation) String() string {
 func (*Conversation) ProtoMessage() {}
 
 func (x *Conversation) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_message_proto_msgTypes[1]
+	mi := &file_parley_v1_message_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -238,7 +423,7 @@ func (x *Conversation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Conversation.ProtoReflect.Descriptor instead.
 func (*Conversation) Descriptor() ([]byte, []int) {
-	return file_parley_v1_message_proto_rawDescGZIP(), []int{1}
+	return file_parley_v1_message_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Conversation) GetId() string {
@@ -297,11 +482,333 @@ func (x *Conversation) GetLastMessage() *Message {
 	return nil
 }
 
+func (x *Conversation) GetReadSeq() uint64 {
+	if x != nil {
+		return x.ReadSeq
+	}
+	return 0
+}
+
+func (x *Conversation) GetUnreadCount() uint64 {
+	if x != nil {
+		return x.UnreadCount
+	}
+	return 0
+}
+
+// Receipt is one member's delivered and read positions in a conversation.
+// Positions only move forward; a message with seq <= read_seq has been read
+// by that member, one with seq <= delivered_seq has reached one of their
+// devices.
+type Receipt struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// conversation_id is the conversation.
+	ConversationId string `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// user_id is the member.
+	UserId string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// delivered_seq is the newest seq delivered to one of the member's devices.
+	DeliveredSeq uint64 `protobuf:"varint,3,opt,name=delivered_seq,json=deliveredSeq,proto3" json:"delivered_seq,omitempty"`
+	// read_seq is the newest seq the member has read (read implies delivered).
+	ReadSeq uint64 `protobuf:"varint,4,opt,name=read_seq,json=readSeq,proto3" json:"read_seq,omitempty"`
+	// updated_at is when either position last moved.
+	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Receipt) Reset() {
+	*x = Receipt{}
+	mi := &file_parley_v1_message_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Receipt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Receipt) ProtoMessage() {}
+
+func (x *Receipt) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_message_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Receipt.ProtoReflect.Descriptor instead.
+func (*Receipt) Descriptor() ([]byte, []int) {
+	return file_parley_v1_message_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Receipt) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *Receipt) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *Receipt) GetDeliveredSeq() uint64 {
+	if x != nil {
+		return x.DeliveredSeq
+	}
+	return 0
+}
+
+func (x *Receipt) GetReadSeq() uint64 {
+	if x != nil {
+		return x.ReadSeq
+	}
+	return 0
+}
+
+func (x *Receipt) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+// Presence says whether a user has a live stream.
+type Presence struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// user_id is the user.
+	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// online is true while at least one of the user's devices has a Chat or
+	// Subscribe stream open.
+	Online bool `protobuf:"varint,2,opt,name=online,proto3" json:"online,omitempty"`
+	// last_seen is when the user's last stream closed; unset while online or
+	// if never seen.
+	LastSeen      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Presence) Reset() {
+	*x = Presence{}
+	mi := &file_parley_v1_message_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Presence) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Presence) ProtoMessage() {}
+
+func (x *Presence) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_message_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Presence.ProtoReflect.Descriptor instead.
+func (*Presence) Descriptor() ([]byte, []int) {
+	return file_parley_v1_message_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Presence) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *Presence) GetOnline() bool {
+	if x != nil {
+		return x.Online
+	}
+	return false
+}
+
+func (x *Presence) GetLastSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeen
+	}
+	return nil
+}
+
+// Typing says that a user is (or stopped) typing in a conversation. It is
+// never stored.
+type Typing struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// conversation_id is the conversation.
+	ConversationId string `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// user_id is the typist.
+	UserId string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// typing is false when they stopped (or the indicator expired).
+	Typing bool `protobuf:"varint,3,opt,name=typing,proto3" json:"typing,omitempty"`
+	// expires_at is when the indicator lapses unless renewed.
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Typing) Reset() {
+	*x = Typing{}
+	mi := &file_parley_v1_message_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Typing) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Typing) ProtoMessage() {}
+
+func (x *Typing) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_message_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Typing.ProtoReflect.Descriptor instead.
+func (*Typing) Descriptor() ([]byte, []int) {
+	return file_parley_v1_message_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Typing) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *Typing) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *Typing) GetTyping() bool {
+	if x != nil {
+		return x.Typing
+	}
+	return false
+}
+
+func (x *Typing) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+// Notification tells a user about a new message in a conversation they are
+// a member of but do not follow on this stream.
+type Notification struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// conversation_id is the conversation with the new message.
+	ConversationId string `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// seq is the message's seq.
+	Seq uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	// sender_id is the author.
+	SenderId string `protobuf:"bytes,3,opt,name=sender_id,json=senderId,proto3" json:"sender_id,omitempty"`
+	// preview is the start of the body (at most 100 characters).
+	Preview string `protobuf:"bytes,4,opt,name=preview,proto3" json:"preview,omitempty"`
+	// sent_at is when the message was sequenced.
+	SentAt        *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=sent_at,json=sentAt,proto3" json:"sent_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Notification) Reset() {
+	*x = Notification{}
+	mi := &file_parley_v1_message_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Notification) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Notification) ProtoMessage() {}
+
+func (x *Notification) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_message_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Notification.ProtoReflect.Descriptor instead.
+func (*Notification) Descriptor() ([]byte, []int) {
+	return file_parley_v1_message_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Notification) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *Notification) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *Notification) GetSenderId() string {
+	if x != nil {
+		return x.SenderId
+	}
+	return ""
+}
+
+func (x *Notification) GetPreview() string {
+	if x != nil {
+		return x.Preview
+	}
+	return ""
+}
+
+func (x *Notification) GetSentAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SentAt
+	}
+	return nil
+}
+
 var File_parley_v1_message_proto protoreflect.FileDescriptor
 
 const file_parley_v1_message_proto_rawDesc = "" +
 	"\n" +
-	"\x17parley/v1/message.proto\x12\tparley.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf1\x01\n" +
+	"\x17parley/v1/message.proto\x12\tparley.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc8\x03\n" +
 	"\aMessage\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x1b\n" +
@@ -309,7 +816,20 @@ const file_parley_v1_message_proto_rawDesc = "" +
 	"\x11client_message_id\x18\x04 \x01(\tR\x0fclientMessageId\x12\x12\n" +
 	"\x04body\x18\x05 \x01(\tR\x04body\x123\n" +
 	"\asent_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\x12\x19\n" +
-	"\bprev_seq\x18\a \x01(\x04R\aprevSeq\"\xac\x02\n" +
+	"\bprev_seq\x18\a \x01(\x04R\aprevSeq\x127\n" +
+	"\vattachments\x18\b \x03(\v2\x15.parley.v1.AttachmentR\vattachments\x12*\n" +
+	"\x04kind\x18\t \x01(\x0e2\x16.parley.v1.MessageKindR\x04kind\x12\x1d\n" +
+	"\n" +
+	"target_seq\x18\n" +
+	" \x01(\x04R\ttargetSeq\x127\n" +
+	"\tedited_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\beditedAt\x12\x18\n" +
+	"\adeleted\x18\f \x01(\bR\adeleted\"g\n" +
+	"\n" +
+	"Attachment\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12!\n" +
+	"\fcontent_type\x18\x03 \x01(\tR\vcontentType\x12\x12\n" +
+	"\x04size\x18\x04 \x01(\x04R\x04size\"\xea\x02\n" +
 	"\fConversation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12/\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1b.parley.v1.ConversationKindR\x04kind\x12\x14\n" +
@@ -320,7 +840,38 @@ const file_parley_v1_message_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x19\n" +
 	"\bhead_seq\x18\a \x01(\x04R\aheadSeq\x125\n" +
-	"\flast_message\x18\b \x01(\v2\x12.parley.v1.MessageR\vlastMessage*\x8c\x01\n" +
+	"\flast_message\x18\b \x01(\v2\x12.parley.v1.MessageR\vlastMessage\x12\x19\n" +
+	"\bread_seq\x18\t \x01(\x04R\areadSeq\x12!\n" +
+	"\funread_count\x18\n" +
+	" \x01(\x04R\vunreadCount\"\xc6\x01\n" +
+	"\aReceipt\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\x12#\n" +
+	"\rdelivered_seq\x18\x03 \x01(\x04R\fdeliveredSeq\x12\x19\n" +
+	"\bread_seq\x18\x04 \x01(\x04R\areadSeq\x129\n" +
+	"\n" +
+	"updated_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"t\n" +
+	"\bPresence\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x16\n" +
+	"\x06online\x18\x02 \x01(\bR\x06online\x127\n" +
+	"\tlast_seen\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\"\x9d\x01\n" +
+	"\x06Typing\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x16\n" +
+	"\x06typing\x18\x03 \x01(\bR\x06typing\x129\n" +
+	"\n" +
+	"expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\xb5\x01\n" +
+	"\fNotification\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x1b\n" +
+	"\tsender_id\x18\x03 \x01(\tR\bsenderId\x12\x18\n" +
+	"\apreview\x18\x04 \x01(\tR\apreview\x123\n" +
+	"\asent_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt*r\n" +
+	"\vMessageKind\x12\x1c\n" +
+	"\x18MESSAGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11MESSAGE_KIND_POST\x10\x01\x12\x15\n" +
+	"\x11MESSAGE_KIND_EDIT\x10\x02\x12\x17\n" +
+	"\x13MESSAGE_KIND_DELETE\x10\x03*\x8c\x01\n" +
 	"\x10ConversationKind\x12!\n" +
 	"\x1dCONVERSATION_KIND_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONVERSATION_KIND_DIRECT\x10\x01\x12\x1a\n" +
@@ -339,24 +890,37 @@ func file_parley_v1_message_proto_rawDescGZIP() []byte {
 	return file_parley_v1_message_proto_rawDescData
 }
 
-var file_parley_v1_message_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_parley_v1_message_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_parley_v1_message_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_parley_v1_message_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_parley_v1_message_proto_goTypes = []any{
-	(ConversationKind)(0),         // 0: parley.v1.ConversationKind
-	(*Message)(nil),               // 1: parley.v1.Message
-	(*Conversation)(nil),          // 2: parley.v1.Conversation
-	(*timestamppb.Timestamp)(nil), // 3: google.protobuf.Timestamp
+	(MessageKind)(0),              // 0: parley.v1.MessageKind
+	(ConversationKind)(0),         // 1: parley.v1.ConversationKind
+	(*Message)(nil),               // 2: parley.v1.Message
+	(*Attachment)(nil),            // 3: parley.v1.Attachment
+	(*Conversation)(nil),          // 4: parley.v1.Conversation
+	(*Receipt)(nil),               // 5: parley.v1.Receipt
+	(*Presence)(nil),              // 6: parley.v1.Presence
+	(*Typing)(nil),                // 7: parley.v1.Typing
+	(*Notification)(nil),          // 8: parley.v1.Notification
+	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
 }
 var file_parley_v1_message_proto_depIdxs = []int32{
-	3, // 0: parley.v1.Message.sent_at:type_name -> google.protobuf.Timestamp
-	0, // 1: parley.v1.Conversation.kind:type_name -> parley.v1.ConversationKind
-	3, // 2: parley.v1.Conversation.created_at:type_name -> google.protobuf.Timestamp
-	1, // 3: parley.v1.Conversation.last_message:type_name -> parley.v1.Message
-	4, // [4:4] is the sub-list for method output_type
-	4, // [4:4] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	9,  // 0: parley.v1.Message.sent_at:type_name -> google.protobuf.Timestamp
+	3,  // 1: parley.v1.Message.attachments:type_name -> parley.v1.Attachment
+	0,  // 2: parley.v1.Message.kind:type_name -> parley.v1.MessageKind
+	9,  // 3: parley.v1.Message.edited_at:type_name -> google.protobuf.Timestamp
+	1,  // 4: parley.v1.Conversation.kind:type_name -> parley.v1.ConversationKind
+	9,  // 5: parley.v1.Conversation.created_at:type_name -> google.protobuf.Timestamp
+	2,  // 6: parley.v1.Conversation.last_message:type_name -> parley.v1.Message
+	9,  // 7: parley.v1.Receipt.updated_at:type_name -> google.protobuf.Timestamp
+	9,  // 8: parley.v1.Presence.last_seen:type_name -> google.protobuf.Timestamp
+	9,  // 9: parley.v1.Typing.expires_at:type_name -> google.protobuf.Timestamp
+	9,  // 10: parley.v1.Notification.sent_at:type_name -> google.protobuf.Timestamp
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_parley_v1_message_proto_init() }
@@ -369,8 +933,8 @@ func file_parley_v1_message_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_v1_message_proto_rawDesc), len(file_parley_v1_message_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   2,
+			NumEnums:      2,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

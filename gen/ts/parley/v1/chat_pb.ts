@@ -6,7 +6,7 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { Message as Message$1 } from "./message_pb";
+import type { Attachment, Message as Message$1, Notification, Presence, Receipt, Typing } from "./message_pb";
 import { file_parley_v1_message } from "./message_pb";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file parley/v1/chat.proto.
  */
 export const file_parley_v1_chat: GenFile = /*@__PURE__*/
-  fileDesc("ChRwYXJsZXkvdjEvY2hhdC5wcm90bxIJcGFybGV5LnYxItMBCgtDaGF0UmVxdWVzdBIQCghmcmFtZV9pZBgBIAEoBBImCgRzZW5kGAIgASgLMhYucGFybGV5LnYxLlNlbmRSZXF1ZXN0SAASMQoJc3Vic2NyaWJlGAMgASgLMhwucGFybGV5LnYxLlN1YnNjcmliZVBvc2l0aW9uSAASLQoLdW5zdWJzY3JpYmUYBCABKAsyFi5wYXJsZXkudjEuVW5zdWJzY3JpYmVIABIfCgRwaW5nGAUgASgLMg8ucGFybGV5LnYxLlBpbmdIAEIHCgVmcmFtZSLhAQoMQ2hhdFJlc3BvbnNlEiUKB21lc3NhZ2UYASABKAsyEi5wYXJsZXkudjEuTWVzc2FnZUgAEisKCHNlbmRfYWNrGAIgASgLMhcucGFybGV5LnYxLlNlbmRSZXNwb25zZUgAEisKCnN1YnNjcmliZWQYAyABKAsyFS5wYXJsZXkudjEuU3Vic2NyaWJlZEgAEh8KBHBvbmcYBCABKAsyDy5wYXJsZXkudjEuUG9uZ0gAEiYKBWVycm9yGAUgASgLMhUucGFybGV5LnYxLkVycm9yRnJhbWVIAEIHCgVmcmFtZSJPCgtTZW5kUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSGQoRY2xpZW50X21lc3NhZ2VfaWQYAiABKAkSDAoEYm9keRgDIAEoCSKPAQoMU2VuZFJlc3BvbnNlEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIZChFjbGllbnRfbWVzc2FnZV9pZBgCIAEoCRILCgNzZXEYAyABKAQSKwoHc2VudF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJZHVwbGljYXRlGAUgASgIIk4KEVN1YnNjcmliZVBvc2l0aW9uEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIRCglhZnRlcl9zZXEYAiABKAQSDQoFZXBvY2gYAyABKAkiJgoLVW5zdWJzY3JpYmUSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJIhUKBFBpbmcSDQoFbm9uY2UYASABKAQiRgoEUG9uZxINCgVub25jZRgBIAEoBBIvCgtzZXJ2ZXJfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiWwoKU3Vic2NyaWJlZBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSEAoIaGVhZF9zZXEYAiABKAQSDQoFZXBvY2gYAyABKAkSEwoLZXBvY2hfcmVzZXQYBCABKAgigAEKCkVycm9yRnJhbWUSEAoIZnJhbWVfaWQYASABKAQSDQoFZnJhbWUYAiABKAkSDAoEY29kZRgDIAEoDRIPCgdtZXNzYWdlGAQgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgFIAEoCRIZChFjbGllbnRfbWVzc2FnZV9pZBgGIAEoCSJHChBTdWJzY3JpYmVSZXF1ZXN0EjMKDWNvbnZlcnNhdGlvbnMYASADKAsyHC5wYXJsZXkudjEuU3Vic2NyaWJlUG9zaXRpb24imwEKEVN1YnNjcmliZVJlc3BvbnNlEiUKB21lc3NhZ2UYASABKAsyEi5wYXJsZXkudjEuTWVzc2FnZUgAEisKCnN1YnNjcmliZWQYAyABKAsyFS5wYXJsZXkudjEuU3Vic2NyaWJlZEgAEikKCWhlYXJ0YmVhdBgGIAEoCzIULnBhcmxleS52MS5IZWFydGJlYXRIAEIHCgVmcmFtZSI8CglIZWFydGJlYXQSLwoLc2VydmVyX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIl8KDkhpc3RvcnlSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIRCglhZnRlcl9zZXEYAiABKAQSEgoKYmVmb3JlX3NlcRgDIAEoBBINCgVsaW1pdBgEIAEoBSJqCg9IaXN0b3J5UmVzcG9uc2USJAoIbWVzc2FnZXMYASADKAsyEi5wYXJsZXkudjEuTWVzc2FnZRIQCghoYXNfbW9yZRgCIAEoCBIQCghoZWFkX3NlcRgDIAEoBBINCgVlcG9jaBgEIAEoCTKPAgoLQ2hhdFNlcnZpY2USOwoEQ2hhdBIWLnBhcmxleS52MS5DaGF0UmVxdWVzdBoXLnBhcmxleS52MS5DaGF0UmVzcG9uc2UoATABEjcKBFNlbmQSFi5wYXJsZXkudjEuU2VuZFJlcXVlc3QaFy5wYXJsZXkudjEuU2VuZFJlc3BvbnNlEkgKCVN1YnNjcmliZRIbLnBhcmxleS52MS5TdWJzY3JpYmVSZXF1ZXN0GhwucGFybGV5LnYxLlN1YnNjcmliZVJlc3BvbnNlMAESQAoHSGlzdG9yeRIZLnBhcmxleS52MS5IaXN0b3J5UmVxdWVzdBoaLnBhcmxleS52MS5IaXN0b3J5UmVzcG9uc2VCOFo2Z2l0aHViLmNvbS9wYXJsZXljaGF0L3BhcmxleS9nZW4vZ28vcGFybGV5L3YxO3BhcmxleXYxYgZwcm90bzM", [file_google_protobuf_timestamp, file_parley_v1_message]);
+  fileDesc("ChRwYXJsZXkvdjEvY2hhdC5wcm90bxIJcGFybGV5LnYxIsYDCgtDaGF0UmVxdWVzdBIQCghmcmFtZV9pZBgBIAEoBBImCgRzZW5kGAIgASgLMhYucGFybGV5LnYxLlNlbmRSZXF1ZXN0SAASMQoJc3Vic2NyaWJlGAMgASgLMhwucGFybGV5LnYxLlN1YnNjcmliZVBvc2l0aW9uSAASLQoLdW5zdWJzY3JpYmUYBCABKAsyFi5wYXJsZXkudjEuVW5zdWJzY3JpYmVIABIfCgRwaW5nGAUgASgLMg8ucGFybGV5LnYxLlBpbmdIABI0CglkZWxpdmVyZWQYBiABKAsyHy5wYXJsZXkudjEuTWFya0RlbGl2ZXJlZFJlcXVlc3RIABIqCgRyZWFkGAcgASgLMhoucGFybGV5LnYxLk1hcmtSZWFkUmVxdWVzdEgAEi0KBnR5cGluZxgIIAEoCzIbLnBhcmxleS52MS5TZXRUeXBpbmdSZXF1ZXN0SAASLQoEZWRpdBgJIAEoCzIdLnBhcmxleS52MS5FZGl0TWVzc2FnZVJlcXVlc3RIABIxCgZkZWxldGUYCiABKAsyHy5wYXJsZXkudjEuRGVsZXRlTWVzc2FnZVJlcXVlc3RIAEIHCgVmcmFtZSKHAwoMQ2hhdFJlc3BvbnNlEiUKB21lc3NhZ2UYASABKAsyEi5wYXJsZXkudjEuTWVzc2FnZUgAEisKCHNlbmRfYWNrGAIgASgLMhcucGFybGV5LnYxLlNlbmRSZXNwb25zZUgAEisKCnN1YnNjcmliZWQYAyABKAsyFS5wYXJsZXkudjEuU3Vic2NyaWJlZEgAEh8KBHBvbmcYBCABKAsyDy5wYXJsZXkudjEuUG9uZ0gAEiYKBWVycm9yGAUgASgLMhUucGFybGV5LnYxLkVycm9yRnJhbWVIABIlCgdyZWNlaXB0GAYgASgLMhIucGFybGV5LnYxLlJlY2VpcHRIABIjCgZ0eXBpbmcYByABKAsyES5wYXJsZXkudjEuVHlwaW5nSAASJwoIcHJlc2VuY2UYCCABKAsyEy5wYXJsZXkudjEuUHJlc2VuY2VIABIvCgxub3RpZmljYXRpb24YCSABKAsyFy5wYXJsZXkudjEuTm90aWZpY2F0aW9uSABCBwoFZnJhbWUiewoLU2VuZFJlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEhkKEWNsaWVudF9tZXNzYWdlX2lkGAIgASgJEgwKBGJvZHkYAyABKAkSKgoLYXR0YWNobWVudHMYBCADKAsyFS5wYXJsZXkudjEuQXR0YWNobWVudCKPAQoMU2VuZFJlc3BvbnNlEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIZChFjbGllbnRfbWVzc2FnZV9pZBgCIAEoCRILCgNzZXEYAyABKAQSKwoHc2VudF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJZHVwbGljYXRlGAUgASgIIk4KEVN1YnNjcmliZVBvc2l0aW9uEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIRCglhZnRlcl9zZXEYAiABKAQSDQoFZXBvY2gYAyABKAkiJgoLVW5zdWJzY3JpYmUSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJIhUKBFBpbmcSDQoFbm9uY2UYASABKAQiRgoEUG9uZxINCgVub25jZRgBIAEoBBIvCgtzZXJ2ZXJfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiWwoKU3Vic2NyaWJlZBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSEAoIaGVhZF9zZXEYAiABKAQSDQoFZXBvY2gYAyABKAkSEwoLZXBvY2hfcmVzZXQYBCABKAgigAEKCkVycm9yRnJhbWUSEAoIZnJhbWVfaWQYASABKAQSDQoFZnJhbWUYAiABKAkSDAoEY29kZRgDIAEoDRIPCgdtZXNzYWdlGAQgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgFIAEoCRIZChFjbGllbnRfbWVzc2FnZV9pZBgGIAEoCSJHChBTdWJzY3JpYmVSZXF1ZXN0EjMKDWNvbnZlcnNhdGlvbnMYASADKAsyHC5wYXJsZXkudjEuU3Vic2NyaWJlUG9zaXRpb24iwQIKEVN1YnNjcmliZVJlc3BvbnNlEiUKB21lc3NhZ2UYASABKAsyEi5wYXJsZXkudjEuTWVzc2FnZUgAEisKCnN1YnNjcmliZWQYAyABKAsyFS5wYXJsZXkudjEuU3Vic2NyaWJlZEgAEikKCWhlYXJ0YmVhdBgGIAEoCzIULnBhcmxleS52MS5IZWFydGJlYXRIABIlCgdyZWNlaXB0GAcgASgLMhIucGFybGV5LnYxLlJlY2VpcHRIABIjCgZ0eXBpbmcYCCABKAsyES5wYXJsZXkudjEuVHlwaW5nSAASJwoIcHJlc2VuY2UYCSABKAsyEy5wYXJsZXkudjEuUHJlc2VuY2VIABIvCgxub3RpZmljYXRpb24YCiABKAsyFy5wYXJsZXkudjEuTm90aWZpY2F0aW9uSABCBwoFZnJhbWUiPAoJSGVhcnRiZWF0Ei8KC3NlcnZlcl90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJfCg5IaXN0b3J5UmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSEQoJYWZ0ZXJfc2VxGAIgASgEEhIKCmJlZm9yZV9zZXEYAyABKAQSDQoFbGltaXQYBCABKAUiagoPSGlzdG9yeVJlc3BvbnNlEiQKCG1lc3NhZ2VzGAEgAygLMhIucGFybGV5LnYxLk1lc3NhZ2USEAoIaGFzX21vcmUYAiABKAgSEAoIaGVhZF9zZXEYAyABKAQSDQoFZXBvY2gYBCABKAkiPAoUTWFya0RlbGl2ZXJlZFJlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoBCI8ChVNYXJrRGVsaXZlcmVkUmVzcG9uc2USIwoHcmVjZWlwdBgBIAEoCzISLnBhcmxleS52MS5SZWNlaXB0IjcKD01hcmtSZWFkUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSCwoDc2VxGAIgASgEIjcKEE1hcmtSZWFkUmVzcG9uc2USIwoHcmVjZWlwdBgBIAEoCzISLnBhcmxleS52MS5SZWNlaXB0Ii0KEkdldFJlY2VpcHRzUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkiOwoTR2V0UmVjZWlwdHNSZXNwb25zZRIkCghyZWNlaXB0cxgBIAMoCzISLnBhcmxleS52MS5SZWNlaXB0IjsKEFNldFR5cGluZ1JlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEg4KBnR5cGluZxgCIAEoCCITChFTZXRUeXBpbmdSZXNwb25zZSJjChJFZGl0TWVzc2FnZVJlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoBBIZChFjbGllbnRfbWVzc2FnZV9pZBgDIAEoCRIMCgRib2R5GAQgASgJIjsKE0VkaXRNZXNzYWdlUmVzcG9uc2USJAoDYWNrGAEgASgLMhcucGFybGV5LnYxLlNlbmRSZXNwb25zZSJXChREZWxldGVNZXNzYWdlUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSCwoDc2VxGAIgASgEEhkKEWNsaWVudF9tZXNzYWdlX2lkGAMgASgJIj0KFURlbGV0ZU1lc3NhZ2VSZXNwb25zZRIkCgNhY2sYASABKAsyFy5wYXJsZXkudjEuU2VuZFJlc3BvbnNlIiYKEkdldFByZXNlbmNlUmVxdWVzdBIQCgh1c2VyX2lkcxgBIAMoCSI9ChNHZXRQcmVzZW5jZVJlc3BvbnNlEiYKCXByZXNlbmNlcxgBIAMoCzITLnBhcmxleS52MS5QcmVzZW5jZTKuBgoLQ2hhdFNlcnZpY2USOwoEQ2hhdBIWLnBhcmxleS52MS5DaGF0UmVxdWVzdBoXLnBhcmxleS52MS5DaGF0UmVzcG9uc2UoATABEjcKBFNlbmQSFi5wYXJsZXkudjEuU2VuZFJlcXVlc3QaFy5wYXJsZXkudjEuU2VuZFJlc3BvbnNlEkgKCVN1YnNjcmliZRIbLnBhcmxleS52MS5TdWJzY3JpYmVSZXF1ZXN0GhwucGFybGV5LnYxLlN1YnNjcmliZVJlc3BvbnNlMAESQAoHSGlzdG9yeRIZLnBhcmxleS52MS5IaXN0b3J5UmVxdWVzdBoaLnBhcmxleS52MS5IaXN0b3J5UmVzcG9uc2USUgoNTWFya0RlbGl2ZXJlZBIfLnBhcmxleS52MS5NYXJrRGVsaXZlcmVkUmVxdWVzdBogLnBhcmxleS52MS5NYXJrRGVsaXZlcmVkUmVzcG9uc2USQwoITWFya1JlYWQSGi5wYXJsZXkudjEuTWFya1JlYWRSZXF1ZXN0GhsucGFybGV5LnYxLk1hcmtSZWFkUmVzcG9uc2USTAoLR2V0UmVjZWlwdHMSHS5wYXJsZXkudjEuR2V0UmVjZWlwdHNSZXF1ZXN0Gh4ucGFybGV5LnYxLkdldFJlY2VpcHRzUmVzcG9uc2USRgoJU2V0VHlwaW5nEhsucGFybGV5LnYxLlNldFR5cGluZ1JlcXVlc3QaHC5wYXJsZXkudjEuU2V0VHlwaW5nUmVzcG9uc2USTAoLRWRpdE1lc3NhZ2USHS5wYXJsZXkudjEuRWRpdE1lc3NhZ2VSZXF1ZXN0Gh4ucGFybGV5LnYxLkVkaXRNZXNzYWdlUmVzcG9uc2USUgoNRGVsZXRlTWVzc2FnZRIfLnBhcmxleS52MS5EZWxldGVNZXNzYWdlUmVxdWVzdBogLnBhcmxleS52MS5EZWxldGVNZXNzYWdlUmVzcG9uc2USTAoLR2V0UHJlc2VuY2USHS5wYXJsZXkudjEuR2V0UHJlc2VuY2VSZXF1ZXN0Gh4ucGFybGV5LnYxLkdldFByZXNlbmNlUmVzcG9uc2VCOFo2Z2l0aHViLmNvbS9wYXJsZXljaGF0L3BhcmxleS9nZW4vZ28vcGFybGV5L3YxO3BhcmxleXYxYgZwcm90bzM", [file_google_protobuf_timestamp, file_parley_v1_message]);
 
 /**
  * ChatRequest is one frame from the client on the Chat stream.
@@ -68,6 +68,46 @@ export type ChatRequest = Message<"parley.v1.ChatRequest"> & {
      */
     value: Ping;
     case: "ping";
+  } | {
+    /**
+     * delivered moves the caller's delivered position.
+     *
+     * @generated from field: parley.v1.MarkDeliveredRequest delivered = 6;
+     */
+    value: MarkDeliveredRequest;
+    case: "delivered";
+  } | {
+    /**
+     * read moves the caller's read position.
+     *
+     * @generated from field: parley.v1.MarkReadRequest read = 7;
+     */
+    value: MarkReadRequest;
+    case: "read";
+  } | {
+    /**
+     * typing starts or stops the caller's typing indicator.
+     *
+     * @generated from field: parley.v1.SetTypingRequest typing = 8;
+     */
+    value: SetTypingRequest;
+    case: "typing";
+  } | {
+    /**
+     * edit changes one of the caller's posts; answered with send_ack.
+     *
+     * @generated from field: parley.v1.EditMessageRequest edit = 9;
+     */
+    value: EditMessageRequest;
+    case: "edit";
+  } | {
+    /**
+     * delete deletes one of the caller's posts; answered with send_ack.
+     *
+     * @generated from field: parley.v1.DeleteMessageRequest delete = 10;
+     */
+    value: DeleteMessageRequest;
+    case: "delete";
   } | { case: undefined; value?: undefined };
 };
 
@@ -129,6 +169,40 @@ export type ChatResponse = Message<"parley.v1.ChatResponse"> & {
      */
     value: ErrorFrame;
     case: "error";
+  } | {
+    /**
+     * receipt reports a member's new positions in a subscribed conversation.
+     *
+     * @generated from field: parley.v1.Receipt receipt = 6;
+     */
+    value: Receipt;
+    case: "receipt";
+  } | {
+    /**
+     * typing reports a typing indicator in a subscribed conversation.
+     *
+     * @generated from field: parley.v1.Typing typing = 7;
+     */
+    value: Typing;
+    case: "typing";
+  } | {
+    /**
+     * presence reports a change of a user who shares a conversation with
+     * the caller.
+     *
+     * @generated from field: parley.v1.Presence presence = 8;
+     */
+    value: Presence;
+    case: "presence";
+  } | {
+    /**
+     * notification reports a new message in a conversation of the caller's
+     * that this stream does not follow.
+     *
+     * @generated from field: parley.v1.Notification notification = 9;
+     */
+    value: Notification;
+    case: "notification";
   } | { case: undefined; value?: undefined };
 };
 
@@ -162,11 +236,21 @@ export type SendRequest = Message<"parley.v1.SendRequest"> & {
   clientMessageId: string;
 
   /**
-   * body is 1 to 16384 bytes of UTF-8 (the server's --max-body may differ).
+   * body is up to 16384 bytes of UTF-8 (the server's --max-body may
+   * differ); it may be empty only when attachments are given.
    *
    * @generated from field: string body = 3;
    */
   body: string;
+
+  /**
+   * attachments are files uploaded with AttachmentService.Upload, named by
+   * id, with the name and content type to show; the server fills in size.
+   * At most 10.
+   *
+   * @generated from field: repeated parley.v1.Attachment attachments = 4;
+   */
+  attachments: Attachment[];
 };
 
 /**
@@ -395,7 +479,8 @@ export type ErrorFrame = Message<"parley.v1.ErrorFrame"> & {
 
   /**
    * frame names the kind of frame that failed: "send", "subscribe",
-   * "unsubscribe", "ping" or "unknown".
+   * "unsubscribe", "ping", "delivered", "read", "typing", "edit", "delete"
+   * or "unknown".
    *
    * @generated from field: string frame = 2;
    */
@@ -494,6 +579,40 @@ export type SubscribeResponse = Message<"parley.v1.SubscribeResponse"> & {
      */
     value: Heartbeat;
     case: "heartbeat";
+  } | {
+    /**
+     * receipt reports a member's new positions in a followed conversation.
+     *
+     * @generated from field: parley.v1.Receipt receipt = 7;
+     */
+    value: Receipt;
+    case: "receipt";
+  } | {
+    /**
+     * typing reports a typing indicator in a followed conversation.
+     *
+     * @generated from field: parley.v1.Typing typing = 8;
+     */
+    value: Typing;
+    case: "typing";
+  } | {
+    /**
+     * presence reports a change of a user who shares a conversation with
+     * the caller.
+     *
+     * @generated from field: parley.v1.Presence presence = 9;
+     */
+    value: Presence;
+    case: "presence";
+  } | {
+    /**
+     * notification reports a new message in a conversation of the caller's
+     * that this stream does not follow.
+     *
+     * @generated from field: parley.v1.Notification notification = 10;
+     */
+    value: Notification;
+    case: "notification";
   } | { case: undefined; value?: undefined };
 };
 
@@ -613,6 +732,353 @@ export const HistoryResponseSchema: GenMessage<HistoryResponse> = /*@__PURE__*/
   messageDesc(file_parley_v1_chat, 14);
 
 /**
+ * MarkDeliveredRequest reports that messages up to seq reached a device.
+ *
+ * @generated from message parley.v1.MarkDeliveredRequest
+ */
+export type MarkDeliveredRequest = Message<"parley.v1.MarkDeliveredRequest"> & {
+  /**
+   * conversation_id names a conversation the caller is a member of.
+   *
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+
+  /**
+   * seq is the newest seq delivered; a lower seq than the current position
+   * is accepted and changes nothing.
+   *
+   * @generated from field: uint64 seq = 2;
+   */
+  seq: bigint;
+};
+
+/**
+ * Describes the message parley.v1.MarkDeliveredRequest.
+ * Use `create(MarkDeliveredRequestSchema)` to create a new message.
+ */
+export const MarkDeliveredRequestSchema: GenMessage<MarkDeliveredRequest> = /*@__PURE__*/
+  messageDesc(file_parley_v1_chat, 15);
+
+/**
+ * MarkDeliveredResponse carries the caller's positions after the change.
+ *
+ * @generated from message parley.v1.MarkDeliveredResponse
+ */
+export type MarkDeliveredResponse = Message<"parley.v1.MarkDeliveredResponse"> & {
+  /**
+   * receipt is the caller's receipt in the conversation.
+   *
+   * @generated from field: parley.v1.Receipt receipt = 1;
+   */
+  receipt?: Receipt | undefined;
+};
+
+/**
+ * Describes the message parley.v1.MarkDeliveredResponse.
+ * Use `create(MarkDeliveredResponseSchema)` to create a new message.
+ */
+export const MarkDeliveredResponseSchema: GenMessage<MarkDeliveredResponse> = /*@__PURE__*/
+  messageDesc(file_parley_v1_chat, 16);
+
+/**
+ * MarkReadRequest reports that messages up to seq were read.
+ *
+ * @generated from message parley.v1.MarkReadRequest
+ */
+export type MarkReadRequest = Message<"parley.v1.MarkReadRequest"> & {
+  /**
+   * conversation_id names a conversation the caller is a member of.
+   *
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+
+  /**
+   * seq is the newest seq read; it may not exceed the conversation's head.
+   *
+   * @generated from field: uint64 seq = 2;
+   */
+  seq: bigint;
+};
+
+/**
+ * Describes the message parley.v1.MarkReadRequest.
+ * Use `create(MarkReadRequestSchema)` to create a new message.
+ */
+export const MarkReadRequestSchema: GenMessage<MarkReadRequest> = /*@__PURE__*/
+  messageDesc(file_parley_v1_chat, 17);
+
+/**
+ * MarkReadResponse carries the caller's positions after the change.
+ *
+ * @generated from message parley.v1.MarkReadResponse
+ */
+export type MarkReadResponse = Message<"parley.v1.MarkReadResponse"> & {
+  /**
+   * receipt is the caller's receipt in the conversation.
+   *
+   * @generated from field: parley.v1.Receipt receipt = 1;
+   */
+  receipt?: Receipt | undefined;
+};
+
+/**
+ * Describes the message parley.v1.MarkReadResponse.
+ * Use `create(MarkReadResponseSchema)` to create a new message.
+ */
+export const MarkReadResponseSchema: GenMessage<MarkReadResponse> = /*@__PURE__*/
+  messageDesc(file_parley_v1_chat, 18);
+
+/**
+ * GetReceiptsRequest names the conversation.
+ *
+ * @generated from message parley.v1.GetReceiptsRequest
+ */
+export type GetReceiptsRequest = Message<"parley.v1.GetReceiptsRequest"> & {
+  /**
+   * conversation_id names a conversation the caller is a member of.
+   *
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+};
+
+/**
+ * Describes the message parley.v1.GetReceiptsRequest.
+ * Use `create(GetReceiptsRequestSchema)` to create a new message.
+ */
+export const GetReceiptsRequestSchema: GenMessage<GetReceiptsRequest> = /*@__PURE__*/
+  messageDesc(file_parley_v1_chat, 19);
+
+/**
+ * GetReceiptsResponse lists every member's positions.
+ *
+ * @generated from message parley.v1.GetReceiptsResponse
+ */
+export type GetReceiptsResponse = Message<"parley.v1.GetReceiptsResponse"> & {
+  /**
+   * receipts, one per member who has any position, sorted by user id.
+   *
+   * @generated from field: repeated parley.v1.Receipt receipts = 1;
+   */
+  receipts: Receipt[];
+};
+
+/**
+ * Describes the message parley.v1.GetReceiptsResponse.
+ * Use `create(GetReceiptsResponseSchema)` to create a new message.
+ */
+export const GetReceiptsResponseSchema: GenMessage<GetReceiptsResponse> = /*@__PURE__*/
+  messageDesc(file_parley_v1_chat, 20);
+
+/**
+ * SetTypingRequest starts or stops the caller's typing indicator.
+ *
+ * @generated from message parley.v1.SetTypingRequest
+ */
+export type SetTypingRequest = Message<"parley.v1.SetTypingRequest"> & {
+  /**
+   * conversation_id names a conversation the caller is a member of.
+   *
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+
+  /**
+   * typing is true while typing; send it again every few seconds to keep
+   * the indicator up, and false to take it down at once.
+   *
+   * @generated from field: bool typing = 2;
+   */
+  typing: boolean;
+};
+
+/**
+ * Describes the message parley.v1.SetTypingRequest.
+ * Use `create(SetTypingRequestSchema)` to create a new message.
+ */
+export const SetTypingRequestSchema: GenMessage<SetTypingRequest> = /*@__PURE__*/
+  messageDesc(file_parley_v1_chat, 21);
+
+/**
+ * SetTypingResponse is empty.
+ *
+ * @generated from message parley.v1.SetTypingResponse
+ */
+export type SetTypingResponse = Message<"parley.v1.SetTypingResponse"> & {
+};
+
+/**
+ * Describes the message parley.v1.SetTypingResponse.
+ * Use `create(SetTypingResponseSchema)` to create a new message.
+ */
+export const SetTypingResponseSchema: GenMessage<SetTypingResponse> = /*@__PURE__*/
+  messageDesc(file_parley_v1_chat, 22);
+
+/**
+ * EditMessageRequest replaces the body of one of the caller's posts.
+ *
+ * @generated from message parley.v1.EditMessageRequest
+ */
+export type EditMessageRequest = Message<"parley.v1.EditMessageRequest"> & {
+  /**
+   * conversation_id names the post's conversation.
+   *
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+
+  /**
+   * seq is the post's seq.
+   *
+   * @generated from field: uint64 seq = 2;
+   */
+  seq: bigint;
+
+  /**
+   * client_message_id identifies this edit for deduplication, like a send.
+   *
+   * @generated from field: string client_message_id = 3;
+   */
+  clientMessageId: string;
+
+  /**
+   * body is the new text (same limits as a send).
+   *
+   * @generated from field: string body = 4;
+   */
+  body: string;
+};
+
+/**
+ * Describes the message parley.v1.EditMessageRequest.
+ * Use `create(EditMessageRequestSchema)` to create a new message.
+ */
+export const EditMessageRequestSchema: GenMessage<EditMessageRequest> = /*@__PURE__*/
+  messageDesc(file_parley_v1_chat, 23);
+
+/**
+ * EditMessageResponse acknowledges a durable edit.
+ *
+ * @generated from message parley.v1.EditMessageResponse
+ */
+export type EditMessageResponse = Message<"parley.v1.EditMessageResponse"> & {
+  /**
+   * ack is the edit event's acknowledgement (its own seq).
+   *
+   * @generated from field: parley.v1.SendResponse ack = 1;
+   */
+  ack?: SendResponse | undefined;
+};
+
+/**
+ * Describes the message parley.v1.EditMessageResponse.
+ * Use `create(EditMessageResponseSchema)` to create a new message.
+ */
+export const EditMessageResponseSchema: GenMessage<EditMessageResponse> = /*@__PURE__*/
+  messageDesc(file_parley_v1_chat, 24);
+
+/**
+ * DeleteMessageRequest deletes one of the caller's posts.
+ *
+ * @generated from message parley.v1.DeleteMessageRequest
+ */
+export type DeleteMessageRequest = Message<"parley.v1.DeleteMessageRequest"> & {
+  /**
+   * conversation_id names the post's conversation.
+   *
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+
+  /**
+   * seq is the post's seq.
+   *
+   * @generated from field: uint64 seq = 2;
+   */
+  seq: bigint;
+
+  /**
+   * client_message_id identifies this delete for deduplication.
+   *
+   * @generated from field: string client_message_id = 3;
+   */
+  clientMessageId: string;
+};
+
+/**
+ * Describes the message parley.v1.DeleteMessageRequest.
+ * Use `create(DeleteMessageRequestSchema)` to create a new message.
+ */
+export const DeleteMessageRequestSchema: GenMessage<DeleteMessageRequest> = /*@__PURE__*/
+  messageDesc(file_parley_v1_chat, 25);
+
+/**
+ * DeleteMessageResponse acknowledges a durable delete.
+ *
+ * @generated from message parley.v1.DeleteMessageResponse
+ */
+export type DeleteMessageResponse = Message<"parley.v1.DeleteMessageResponse"> & {
+  /**
+   * ack is the delete event's acknowledgement (its own seq).
+   *
+   * @generated from field: parley.v1.SendResponse ack = 1;
+   */
+  ack?: SendResponse | undefined;
+};
+
+/**
+ * Describes the message parley.v1.DeleteMessageResponse.
+ * Use `create(DeleteMessageResponseSchema)` to create a new message.
+ */
+export const DeleteMessageResponseSchema: GenMessage<DeleteMessageResponse> = /*@__PURE__*/
+  messageDesc(file_parley_v1_chat, 26);
+
+/**
+ * GetPresenceRequest names the users to look up.
+ *
+ * @generated from message parley.v1.GetPresenceRequest
+ */
+export type GetPresenceRequest = Message<"parley.v1.GetPresenceRequest"> & {
+  /**
+   * user_ids to look up, at most 1000.
+   *
+   * @generated from field: repeated string user_ids = 1;
+   */
+  userIds: string[];
+};
+
+/**
+ * Describes the message parley.v1.GetPresenceRequest.
+ * Use `create(GetPresenceRequestSchema)` to create a new message.
+ */
+export const GetPresenceRequestSchema: GenMessage<GetPresenceRequest> = /*@__PURE__*/
+  messageDesc(file_parley_v1_chat, 27);
+
+/**
+ * GetPresenceResponse reports the users' presence.
+ *
+ * @generated from message parley.v1.GetPresenceResponse
+ */
+export type GetPresenceResponse = Message<"parley.v1.GetPresenceResponse"> & {
+  /**
+   * presences of the requested users who share a conversation with the
+   * caller (the caller included).
+   *
+   * @generated from field: repeated parley.v1.Presence presences = 1;
+   */
+  presences: Presence[];
+};
+
+/**
+ * Describes the message parley.v1.GetPresenceResponse.
+ * Use `create(GetPresenceResponseSchema)` to create a new message.
+ */
+export const GetPresenceResponseSchema: GenMessage<GetPresenceResponse> = /*@__PURE__*/
+  messageDesc(file_parley_v1_chat, 28);
+
+/**
  * ChatService moves messages. Native clients use the full-duplex Chat
  * stream; browsers, which cannot stream requests over grpc-web, use the
  * halves of the same session: Send, Subscribe and History.
@@ -671,7 +1137,9 @@ export const ChatService: GenService<{
     output: typeof SubscribeResponseSchema;
   },
   /**
-   * History pages through a conversation's stored messages by seq.
+   * History pages through a conversation's stored messages by seq. Posts
+   * come with their latest text (edited_at set) or as tombstones (deleted);
+   * the edit and delete events are in the pages too, at their own seqs.
    *
    * @generated from rpc parley.v1.ChatService.History
    */
@@ -679,6 +1147,85 @@ export const ChatService: GenService<{
     methodKind: "unary";
     input: typeof HistoryRequestSchema;
     output: typeof HistoryResponseSchema;
+  },
+  /**
+   * MarkDelivered moves the caller's delivered position forward (it never
+   * moves back) and tells the conversation's live subscribers.
+   *
+   * @generated from rpc parley.v1.ChatService.MarkDelivered
+   */
+  markDelivered: {
+    methodKind: "unary";
+    input: typeof MarkDeliveredRequestSchema;
+    output: typeof MarkDeliveredResponseSchema;
+  },
+  /**
+   * MarkRead moves the caller's read position (and delivered position)
+   * forward; it drives unread counts.
+   *
+   * @generated from rpc parley.v1.ChatService.MarkRead
+   */
+  markRead: {
+    methodKind: "unary";
+    input: typeof MarkReadRequestSchema;
+    output: typeof MarkReadResponseSchema;
+  },
+  /**
+   * GetReceipts returns every member's delivered and read positions, so a
+   * sender can show sent, delivered and read per message (and by whom).
+   *
+   * @generated from rpc parley.v1.ChatService.GetReceipts
+   */
+  getReceipts: {
+    methodKind: "unary";
+    input: typeof GetReceiptsRequestSchema;
+    output: typeof GetReceiptsResponseSchema;
+  },
+  /**
+   * SetTyping tells the conversation's live subscribers that the caller is
+   * typing (or stopped). It is rate-limited per user (RESOURCE_EXHAUSTED)
+   * and lapses by itself after a few seconds unless renewed.
+   *
+   * @generated from rpc parley.v1.ChatService.SetTyping
+   */
+  setTyping: {
+    methodKind: "unary";
+    input: typeof SetTypingRequestSchema;
+    output: typeof SetTypingResponseSchema;
+  },
+  /**
+   * EditMessage replaces the body of one of the caller's own posts. The edit
+   * is an event in the conversation's seq order. PERMISSION_DENIED for
+   * someone else's post; NOT_FOUND if there is no post at that seq.
+   *
+   * @generated from rpc parley.v1.ChatService.EditMessage
+   */
+  editMessage: {
+    methodKind: "unary";
+    input: typeof EditMessageRequestSchema;
+    output: typeof EditMessageResponseSchema;
+  },
+  /**
+   * DeleteMessage turns one of the caller's own posts into a tombstone, as
+   * an event in the conversation's seq order.
+   *
+   * @generated from rpc parley.v1.ChatService.DeleteMessage
+   */
+  deleteMessage: {
+    methodKind: "unary";
+    input: typeof DeleteMessageRequestSchema;
+    output: typeof DeleteMessageResponseSchema;
+  },
+  /**
+   * GetPresence says which of the given users are online. Only users who
+   * share a conversation with the caller are reported; others are left out.
+   *
+   * @generated from rpc parley.v1.ChatService.GetPresence
+   */
+  getPresence: {
+    methodKind: "unary";
+    input: typeof GetPresenceRequestSchema;
+    output: typeof GetPresenceResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_parley_v1_chat, 0);

@@ -12,7 +12,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file parley/v1/message.proto.
  */
 export const file_parley_v1_message: GenFile = /*@__PURE__*/
-  fileDesc("ChdwYXJsZXkvdjEvbWVzc2FnZS5wcm90bxIJcGFybGV5LnYxIqoBCgdNZXNzYWdlEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRILCgNzZXEYAiABKAQSEQoJc2VuZGVyX2lkGAMgASgJEhkKEWNsaWVudF9tZXNzYWdlX2lkGAQgASgJEgwKBGJvZHkYBSABKAkSKwoHc2VudF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIcHJldl9zZXEYByABKAQi5gEKDENvbnZlcnNhdGlvbhIKCgJpZBgBIAEoCRIpCgRraW5kGAIgASgOMhsucGFybGV5LnYxLkNvbnZlcnNhdGlvbktpbmQSDQoFdGl0bGUYAyABKAkSEAoIb3duZXJfaWQYBCABKAkSEgoKbWVtYmVyX2lkcxgFIAMoCRIuCgpjcmVhdGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghoZWFkX3NlcRgHIAEoBBIoCgxsYXN0X21lc3NhZ2UYCCABKAsyEi5wYXJsZXkudjEuTWVzc2FnZSqMAQoQQ29udmVyc2F0aW9uS2luZBIhCh1DT05WRVJTQVRJT05fS0lORF9VTlNQRUNJRklFRBAAEhwKGENPTlZFUlNBVElPTl9LSU5EX0RJUkVDVBABEhoKFkNPTlZFUlNBVElPTl9LSU5EX1JPT00QAhIbChdDT05WRVJTQVRJT05fS0lORF9HUk9VUBADQjhaNmdpdGh1Yi5jb20vcGFybGV5Y2hhdC9wYXJsZXkvZ2VuL2dvL3BhcmxleS92MTtwYXJsZXl2MWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("ChdwYXJsZXkvdjEvbWVzc2FnZS5wcm90bxIJcGFybGV5LnYxItACCgdNZXNzYWdlEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRILCgNzZXEYAiABKAQSEQoJc2VuZGVyX2lkGAMgASgJEhkKEWNsaWVudF9tZXNzYWdlX2lkGAQgASgJEgwKBGJvZHkYBSABKAkSKwoHc2VudF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIcHJldl9zZXEYByABKAQSKgoLYXR0YWNobWVudHMYCCADKAsyFS5wYXJsZXkudjEuQXR0YWNobWVudBIkCgRraW5kGAkgASgOMhYucGFybGV5LnYxLk1lc3NhZ2VLaW5kEhIKCnRhcmdldF9zZXEYCiABKAQSLQoJZWRpdGVkX2F0GAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdkZWxldGVkGAwgASgIIkoKCkF0dGFjaG1lbnQSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIUCgxjb250ZW50X3R5cGUYAyABKAkSDAoEc2l6ZRgEIAEoBCKOAgoMQ29udmVyc2F0aW9uEgoKAmlkGAEgASgJEikKBGtpbmQYAiABKA4yGy5wYXJsZXkudjEuQ29udmVyc2F0aW9uS2luZBINCgV0aXRsZRgDIAEoCRIQCghvd25lcl9pZBgEIAEoCRISCgptZW1iZXJfaWRzGAUgAygJEi4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGhlYWRfc2VxGAcgASgEEigKDGxhc3RfbWVzc2FnZRgIIAEoCzISLnBhcmxleS52MS5NZXNzYWdlEhAKCHJlYWRfc2VxGAkgASgEEhQKDHVucmVhZF9jb3VudBgKIAEoBCKMAQoHUmVjZWlwdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRIVCg1kZWxpdmVyZWRfc2VxGAMgASgEEhAKCHJlYWRfc2VxGAQgASgEEi4KCnVwZGF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIloKCFByZXNlbmNlEg8KB3VzZXJfaWQYASABKAkSDgoGb25saW5lGAIgASgIEi0KCWxhc3Rfc2VlbhgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAicgoGVHlwaW5nEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEg4KBnR5cGluZxgDIAEoCBIuCgpleHBpcmVzX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKFAQoMTm90aWZpY2F0aW9uEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRILCgNzZXEYAiABKAQSEQoJc2VuZGVyX2lkGAMgASgJEg8KB3ByZXZpZXcYBCABKAkSKwoHc2VudF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAqcgoLTWVzc2FnZUtpbmQSHAoYTUVTU0FHRV9LSU5EX1VOU1BFQ0lGSUVEEAASFQoRTUVTU0FHRV9LSU5EX1BPU1QQARIVChFNRVNTQUdFX0tJTkRfRURJVBACEhcKE01FU1NBR0VfS0lORF9ERUxFVEUQAyqMAQoQQ29udmVyc2F0aW9uS2luZBIhCh1DT05WRVJTQVRJT05fS0lORF9VTlNQRUNJRklFRBAAEhwKGENPTlZFUlNBVElPTl9LSU5EX0RJUkVDVBABEhoKFkNPTlZFUlNBVElPTl9LSU5EX1JPT00QAhIbChdDT05WRVJTQVRJT05fS0lORF9HUk9VUBADQjhaNmdpdGh1Yi5jb20vcGFybGV5Y2hhdC9wYXJsZXkvZ2VuL2dvL3BhcmxleS92MTtwYXJsZXl2MWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * Message is one chat message as stored and delivered. Its identity is
@@ -74,6 +74,45 @@ export type Message = Message$1<"parley.v1.Message"> & {
    * @generated from field: uint64 prev_seq = 7;
    */
   prevSeq: bigint;
+
+  /**
+   * attachments are files the message carries (uploaded with
+   * AttachmentService.Upload).
+   *
+   * @generated from field: repeated parley.v1.Attachment attachments = 8;
+   */
+  attachments: Attachment[];
+
+  /**
+   * kind says whether this is a post or an event changing an earlier post.
+   * UNSPECIFIED is read as a post.
+   *
+   * @generated from field: parley.v1.MessageKind kind = 9;
+   */
+  kind: MessageKind;
+
+  /**
+   * target_seq is, for an edit or a delete, the seq of the post it changes.
+   *
+   * @generated from field: uint64 target_seq = 10;
+   */
+  targetSeq: bigint;
+
+  /**
+   * edited_at is set on a post whose body was edited since; body then holds
+   * the latest text. History returns posts in this state.
+   *
+   * @generated from field: google.protobuf.Timestamp edited_at = 11;
+   */
+  editedAt?: Timestamp | undefined;
+
+  /**
+   * deleted marks a post that its sender deleted: a tombstone whose body and
+   * attachments are empty.
+   *
+   * @generated from field: bool deleted = 12;
+   */
+  deleted: boolean;
 };
 
 /**
@@ -82,6 +121,49 @@ export type Message = Message$1<"parley.v1.Message"> & {
  */
 export const MessageSchema: GenMessage<Message> = /*@__PURE__*/
   messageDesc(file_parley_v1_message, 0);
+
+/**
+ * Attachment is a file carried by a message. Files are stored once per
+ * content, however often they are sent.
+ *
+ * @generated from message parley.v1.Attachment
+ */
+export type Attachment = Message$1<"parley.v1.Attachment"> & {
+  /**
+   * id is the lowercase hex sha256 of the content.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * name is the file name shown to people (at most 255 characters).
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * content_type is the MIME type, e.g. "image/png".
+   *
+   * @generated from field: string content_type = 3;
+   */
+  contentType: string;
+
+  /**
+   * size is the content length in bytes, set by the server.
+   *
+   * @generated from field: uint64 size = 4;
+   */
+  size: bigint;
+};
+
+/**
+ * Describes the message parley.v1.Attachment.
+ * Use `create(AttachmentSchema)` to create a new message.
+ */
+export const AttachmentSchema: GenMessage<Attachment> = /*@__PURE__*/
+  messageDesc(file_parley_v1_message, 1);
 
 /**
  * Conversation describes a conversation as its members see it.
@@ -144,6 +226,21 @@ export type Conversation = Message$1<"parley.v1.Conversation"> & {
    * @generated from field: parley.v1.Message last_message = 8;
    */
   lastMessage?: Message | undefined;
+
+  /**
+   * read_seq is the caller's read position: the newest seq they have read.
+   *
+   * @generated from field: uint64 read_seq = 9;
+   */
+  readSeq: bigint;
+
+  /**
+   * unread_count is how many posts by others lie after read_seq (counted up
+   * to 1000; more shows as 1000).
+   *
+   * @generated from field: uint64 unread_count = 10;
+   */
+  unreadCount: bigint;
 };
 
 /**
@@ -151,7 +248,230 @@ export type Conversation = Message$1<"parley.v1.Conversation"> & {
  * Use `create(ConversationSchema)` to create a new message.
  */
 export const ConversationSchema: GenMessage<Conversation> = /*@__PURE__*/
-  messageDesc(file_parley_v1_message, 1);
+  messageDesc(file_parley_v1_message, 2);
+
+/**
+ * Receipt is one member's delivered and read positions in a conversation.
+ * Positions only move forward; a message with seq <= read_seq has been read
+ * by that member, one with seq <= delivered_seq has reached one of their
+ * devices.
+ *
+ * @generated from message parley.v1.Receipt
+ */
+export type Receipt = Message$1<"parley.v1.Receipt"> & {
+  /**
+   * conversation_id is the conversation.
+   *
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+
+  /**
+   * user_id is the member.
+   *
+   * @generated from field: string user_id = 2;
+   */
+  userId: string;
+
+  /**
+   * delivered_seq is the newest seq delivered to one of the member's devices.
+   *
+   * @generated from field: uint64 delivered_seq = 3;
+   */
+  deliveredSeq: bigint;
+
+  /**
+   * read_seq is the newest seq the member has read (read implies delivered).
+   *
+   * @generated from field: uint64 read_seq = 4;
+   */
+  readSeq: bigint;
+
+  /**
+   * updated_at is when either position last moved.
+   *
+   * @generated from field: google.protobuf.Timestamp updated_at = 5;
+   */
+  updatedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message parley.v1.Receipt.
+ * Use `create(ReceiptSchema)` to create a new message.
+ */
+export const ReceiptSchema: GenMessage<Receipt> = /*@__PURE__*/
+  messageDesc(file_parley_v1_message, 3);
+
+/**
+ * Presence says whether a user has a live stream.
+ *
+ * @generated from message parley.v1.Presence
+ */
+export type Presence = Message$1<"parley.v1.Presence"> & {
+  /**
+   * user_id is the user.
+   *
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * online is true while at least one of the user's devices has a Chat or
+   * Subscribe stream open.
+   *
+   * @generated from field: bool online = 2;
+   */
+  online: boolean;
+
+  /**
+   * last_seen is when the user's last stream closed; unset while online or
+   * if never seen.
+   *
+   * @generated from field: google.protobuf.Timestamp last_seen = 3;
+   */
+  lastSeen?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message parley.v1.Presence.
+ * Use `create(PresenceSchema)` to create a new message.
+ */
+export const PresenceSchema: GenMessage<Presence> = /*@__PURE__*/
+  messageDesc(file_parley_v1_message, 4);
+
+/**
+ * Typing says that a user is (or stopped) typing in a conversation. It is
+ * never stored.
+ *
+ * @generated from message parley.v1.Typing
+ */
+export type Typing = Message$1<"parley.v1.Typing"> & {
+  /**
+   * conversation_id is the conversation.
+   *
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+
+  /**
+   * user_id is the typist.
+   *
+   * @generated from field: string user_id = 2;
+   */
+  userId: string;
+
+  /**
+   * typing is false when they stopped (or the indicator expired).
+   *
+   * @generated from field: bool typing = 3;
+   */
+  typing: boolean;
+
+  /**
+   * expires_at is when the indicator lapses unless renewed.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 4;
+   */
+  expiresAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message parley.v1.Typing.
+ * Use `create(TypingSchema)` to create a new message.
+ */
+export const TypingSchema: GenMessage<Typing> = /*@__PURE__*/
+  messageDesc(file_parley_v1_message, 5);
+
+/**
+ * Notification tells a user about a new message in a conversation they are
+ * a member of but do not follow on this stream.
+ *
+ * @generated from message parley.v1.Notification
+ */
+export type Notification = Message$1<"parley.v1.Notification"> & {
+  /**
+   * conversation_id is the conversation with the new message.
+   *
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+
+  /**
+   * seq is the message's seq.
+   *
+   * @generated from field: uint64 seq = 2;
+   */
+  seq: bigint;
+
+  /**
+   * sender_id is the author.
+   *
+   * @generated from field: string sender_id = 3;
+   */
+  senderId: string;
+
+  /**
+   * preview is the start of the body (at most 100 characters).
+   *
+   * @generated from field: string preview = 4;
+   */
+  preview: string;
+
+  /**
+   * sent_at is when the message was sequenced.
+   *
+   * @generated from field: google.protobuf.Timestamp sent_at = 5;
+   */
+  sentAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message parley.v1.Notification.
+ * Use `create(NotificationSchema)` to create a new message.
+ */
+export const NotificationSchema: GenMessage<Notification> = /*@__PURE__*/
+  messageDesc(file_parley_v1_message, 6);
+
+/**
+ * MessageKind is what a Message in the log is.
+ *
+ * @generated from enum parley.v1.MessageKind
+ */
+export enum MessageKind {
+  /**
+   * MESSAGE_KIND_UNSPECIFIED is read as MESSAGE_KIND_POST.
+   *
+   * @generated from enum value: MESSAGE_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * MESSAGE_KIND_POST is an ordinary message.
+   *
+   * @generated from enum value: MESSAGE_KIND_POST = 1;
+   */
+  POST = 1,
+
+  /**
+   * MESSAGE_KIND_EDIT replaces the body of the post at target_seq with body.
+   *
+   * @generated from enum value: MESSAGE_KIND_EDIT = 2;
+   */
+  EDIT = 2,
+
+  /**
+   * MESSAGE_KIND_DELETE turns the post at target_seq into a tombstone.
+   *
+   * @generated from enum value: MESSAGE_KIND_DELETE = 3;
+   */
+  DELETE = 3,
+}
+
+/**
+ * Describes the enum parley.v1.MessageKind.
+ */
+export const MessageKindSchema: GenEnum<MessageKind> = /*@__PURE__*/
+  enumDesc(file_parley_v1_message, 0);
 
 /**
  * ConversationKind says how a conversation is joined and who manages it.
@@ -195,5 +515,5 @@ export enum ConversationKind {
  * Describes the enum parley.v1.ConversationKind.
  */
 export const ConversationKindSchema: GenEnum<ConversationKind> = /*@__PURE__*/
-  enumDesc(file_parley_v1_message, 0);
+  enumDesc(file_parley_v1_message, 1);
 
