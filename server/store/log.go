@@ -23,6 +23,12 @@ type Entry struct {
 	// replay. The store keeps the slice until the commit; callers must not
 	// modify it.
 	Data []byte
+	// Target, when not 0, is the seq of an earlier message of Conv that
+	// Rewrite changes in the same transaction (edits and deletes). Rewrite
+	// gets a copy of the stored bytes and returns the new ones, or nil to
+	// leave the message as it is. It runs on the writer goroutine.
+	Target  uint64
+	Rewrite func(old []byte) ([]byte, error)
 }
 
 // Record is one stored message.
@@ -53,7 +59,16 @@ func commitBatch(tx *bolt.Tx, batch []job) error {
 	dedup := tx.Bucket(bucketDedup)
 	var conv *bolt.Bucket
 	var convName string
-	for _, j := range batch {
+	for i := range batch {
+		j := &batch[i]
+		if j.receipt != nil {
+			r, err := putReceipt(tx, *j.receipt)
+			if err != nil {
+				return err
+			}
+			j.receiptOut = r
+			continue
+		}
 		e := j.entry
 		if conv == nil || convName != e.Conv {
 			b, err := msgs.CreateBucketIfNotExists([]byte(e.Conv))
@@ -64,6 +79,19 @@ func commitBatch(tx *bolt.Tx, batch []job) error {
 		}
 		if err := conv.Put(seqKey(e.Seq), e.Data); err != nil {
 			return fmt.Errorf("message %s#%d: %w", e.Conv, e.Seq, err)
+		}
+		if e.Target != 0 && e.Rewrite != nil {
+			if old := conv.Get(seqKey(e.Target)); old != nil {
+				changed, err := e.Rewrite(bytes.Clone(old))
+				if err != nil {
+					return fmt.Errorf("rewrite %s#%d: %w", e.Conv, e.Target, err)
+				}
+				if changed != nil {
+					if err := conv.Put(seqKey(e.Target), changed); err != nil {
+						return fmt.Errorf("rewrite %s#%d: %w", e.Conv, e.Target, err)
+					}
+				}
+			}
 		}
 		if e.ClientMsgID != "" {
 			if err := dedup.Put(dedupKey(e.Sender, e.ClientMsgID), dedupValue(e.Conv, e.Seq)); err != nil {
@@ -185,6 +213,41 @@ func (s *Store) Before(conv string, before uint64, limit int) (recs []Record, mo
 		return nil
 	})
 	return recs, more, err
+}
+
+// Get returns the committed message conv#seq, or ok == false.
+func (s *Store) Get(conv string, seq uint64) (rec Record, ok bool, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketMsgs).Bucket([]byte(conv))
+		if b == nil {
+			return nil
+		}
+		if v := b.Get(seqKey(seq)); v != nil {
+			rec, ok = Record{Seq: seq, Data: bytes.Clone(v)}, true
+		}
+		return nil
+	})
+	return rec, ok, err
+}
+
+// Count calls keep for the committed messages of conv with seq > after,
+// oldest first, and counts those it accepts, stopping at max.
+func (s *Store) Count(conv string, after uint64, max int, keep func(data []byte) bool) (int, error) {
+	n := 0
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketMsgs).Bucket([]byte(conv))
+		if b == nil || after == ^uint64(0) {
+			return nil
+		}
+		c := b.Cursor()
+		for k, v := c.Seek(seqKey(after + 1)); k != nil && n < max; k, v = c.Next() {
+			if keep(v) {
+				n++
+			}
+		}
+		return nil
+	})
+	return n, err
 }
 
 // Dedup looks up where an accepted (sender, client_message_id) went.

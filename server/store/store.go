@@ -40,6 +40,7 @@ var (
 	bucketUsers     = []byte("users")
 	bucketConvs     = []byte("convs")
 	bucketUserConvs = []byte("user_convs")
+	bucketReceipts  = []byte("receipts")
 
 	keyEpoch = []byte("epoch")
 	keyClean = []byte("clean")
@@ -97,6 +98,11 @@ type Store struct {
 type job struct {
 	entry  *Entry
 	onDone func(error)
+
+	receipt    *ReceiptUpdate
+	receiptOut Receipt
+	onReceipt  func(Receipt, error)
+
 	update func(tx *bolt.Tx) error
 	result chan error
 }
@@ -140,7 +146,7 @@ func Open(dir string, opts ...Option) (*Store, error) {
 // init creates the buckets, reads or creates the epoch and records that the
 // store is open, so that a crash before Close is seen on the next Open.
 func (s *Store) init(tx *bolt.Tx) error {
-	for _, b := range [][]byte{bucketMeta, bucketMsgs, bucketDedup, bucketUsers, bucketConvs, bucketUserConvs} {
+	for _, b := range [][]byte{bucketMeta, bucketMsgs, bucketDedup, bucketUsers, bucketConvs, bucketUserConvs, bucketReceipts} {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 			return err
 		}
@@ -279,7 +285,11 @@ func (s *Store) writer() {
 			err = fmt.Errorf("store: commit: %w", err)
 		}
 		for _, b := range batch {
-			b.onDone(err)
+			if b.receipt != nil {
+				b.onReceipt(b.receiptOut, err)
+			} else {
+				b.onDone(err)
+			}
 		}
 		clear(batch)
 		if held != nil {
