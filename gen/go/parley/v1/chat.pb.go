@@ -409,24 +409,24 @@ type ChatResponse_Error struct {
 
 type ChatResponse_Receipt struct {
 	// receipt reports a member's new positions in a subscribed conversation.
-	Receipt *Receipt `protobuf:"bytes,6,opt,name=receipt,proto3,oneof"`
+	Receipt *Receipt `protobuf:"bytes,7,opt,name=receipt,proto3,oneof"`
 }
 
 type ChatResponse_Typing struct {
 	// typing reports a typing indicator in a subscribed conversation.
-	Typing *Typing `protobuf:"bytes,7,opt,name=typing,proto3,oneof"`
+	Typing *Typing `protobuf:"bytes,8,opt,name=typing,proto3,oneof"`
 }
 
 type ChatResponse_Presence struct {
 	// presence reports a change of a user who shares a conversation with
 	// the caller.
-	Presence *Presence `protobuf:"bytes,8,opt,name=presence,proto3,oneof"`
+	Presence *Presence `protobuf:"bytes,9,opt,name=presence,proto3,oneof"`
 }
 
 type ChatResponse_Notification struct {
 	// notification reports a new message in a conversation of the caller's
 	// that this stream does not follow.
-	Notification *Notification `protobuf:"bytes,9,opt,name=notification,proto3,oneof"`
+	Notification *Notification `protobuf:"bytes,10,opt,name=notification,proto3,oneof"`
 }
 
 func (*ChatResponse_Message) isChatResponse_Frame() {}
@@ -457,7 +457,8 @@ type SendRequest struct {
 	// returns the original acknowledgement.
 	ClientMessageId string `protobuf:"bytes,2,opt,name=client_message_id,json=clientMessageId,proto3" json:"client_message_id,omitempty"`
 	// body is up to 16384 bytes of UTF-8 (the server's --max-body may
-	// differ); it may be empty only when attachments are given.
+	// differ; over it is RESOURCE_EXHAUSTED); it may be empty only when
+	// attachments are given.
 	Body string `protobuf:"bytes,3,opt,name=body,proto3" json:"body,omitempty"`
 	// attachments are files uploaded with AttachmentService.Upload, named by
 	// id, with the name and content type to show; the server fills in size.
@@ -2135,7 +2136,7 @@ const file_parley_v1_chat_proto_rawDesc = "" +
 	"\x04edit\x18\t \x01(\v2\x1d.parley.v1.EditMessageRequestH\x00R\x04edit\x129\n" +
 	"\x06delete\x18\n" +
 	" \x01(\v2\x1f.parley.v1.DeleteMessageRequestH\x00R\x06deleteB\a\n" +
-	"\x05frame\"\xdb\x03\n" +
+	"\x05frame\"\xe1\x03\n" +
 	"\fChatResponse\x12.\n" +
 	"\amessage\x18\x01 \x01(\v2\x12.parley.v1.MessageH\x00R\amessage\x124\n" +
 	"\bsend_ack\x18\x02 \x01(\v2\x17.parley.v1.SendResponseH\x00R\asendAck\x127\n" +
@@ -2144,11 +2145,12 @@ const file_parley_v1_chat_proto_rawDesc = "" +
 	"subscribed\x12%\n" +
 	"\x04pong\x18\x04 \x01(\v2\x0f.parley.v1.PongH\x00R\x04pong\x12-\n" +
 	"\x05error\x18\x05 \x01(\v2\x15.parley.v1.ErrorFrameH\x00R\x05error\x12.\n" +
-	"\areceipt\x18\x06 \x01(\v2\x12.parley.v1.ReceiptH\x00R\areceipt\x12+\n" +
-	"\x06typing\x18\a \x01(\v2\x11.parley.v1.TypingH\x00R\x06typing\x121\n" +
-	"\bpresence\x18\b \x01(\v2\x13.parley.v1.PresenceH\x00R\bpresence\x12=\n" +
-	"\fnotification\x18\t \x01(\v2\x17.parley.v1.NotificationH\x00R\fnotificationB\a\n" +
-	"\x05frame\"\xaf\x01\n" +
+	"\areceipt\x18\a \x01(\v2\x12.parley.v1.ReceiptH\x00R\areceipt\x12+\n" +
+	"\x06typing\x18\b \x01(\v2\x11.parley.v1.TypingH\x00R\x06typing\x121\n" +
+	"\bpresence\x18\t \x01(\v2\x13.parley.v1.PresenceH\x00R\bpresence\x12=\n" +
+	"\fnotification\x18\n" +
+	" \x01(\v2\x17.parley.v1.NotificationH\x00R\fnotificationB\a\n" +
+	"\x05frameJ\x04\b\x06\x10\a\"\xaf\x01\n" +
 	"\vSendRequest\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12*\n" +
 	"\x11client_message_id\x18\x02 \x01(\tR\x0fclientMessageId\x12\x12\n" +

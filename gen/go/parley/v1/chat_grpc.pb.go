@@ -58,9 +58,10 @@ type ChatServiceClient interface {
 	// resubscribe from the last seq seen.
 	Chat(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ChatRequest, ChatResponse], error)
 	// Send posts one message and returns once it is durable. Errors:
-	// INVALID_ARGUMENT (empty or oversize body, malformed ids),
-	// PERMISSION_DENIED (not a member, or no such conversation),
-	// RESOURCE_EXHAUSTED, UNAVAILABLE.
+	// INVALID_ARGUMENT (empty body, malformed ids), PERMISSION_DENIED (not a
+	// member, or no such conversation), RESOURCE_EXHAUSTED (body over
+	// --max-body, send rate over --send-rate), UNAVAILABLE (shutting down, or
+	// the message could not be stored: resend it).
 	Send(ctx context.Context, in *SendRequest, opts ...grpc.CallOption) (*SendResponse, error)
 	// Subscribe follows several conversations, each from its own after_seq,
 	// and sends a heartbeat at the server's interval so that browsers (which
@@ -251,9 +252,10 @@ type ChatServiceServer interface {
 	// resubscribe from the last seq seen.
 	Chat(grpc.BidiStreamingServer[ChatRequest, ChatResponse]) error
 	// Send posts one message and returns once it is durable. Errors:
-	// INVALID_ARGUMENT (empty or oversize body, malformed ids),
-	// PERMISSION_DENIED (not a member, or no such conversation),
-	// RESOURCE_EXHAUSTED, UNAVAILABLE.
+	// INVALID_ARGUMENT (empty body, malformed ids), PERMISSION_DENIED (not a
+	// member, or no such conversation), RESOURCE_EXHAUSTED (body over
+	// --max-body, send rate over --send-rate), UNAVAILABLE (shutting down, or
+	// the message could not be stored: resend it).
 	Send(context.Context, *SendRequest) (*SendResponse, error)
 	// Subscribe follows several conversations, each from its own after_seq,
 	// and sends a heartbeat at the server's interval so that browsers (which
