@@ -62,7 +62,7 @@ func TestBadInput(t *testing.T) {
 	}{
 		{"empty body", func() error { return send(alice.ctx(t), alice, conv, "e1", "") }, codes.InvalidArgument, "body is empty"},
 		{"blank body", func() error { return send(alice.ctx(t), alice, conv, "e2", " \n\t") }, codes.InvalidArgument, "body is empty"},
-		{"oversize body", func() error { return send(alice.ctx(t), alice, conv, "e3", strings.Repeat("x", 1001)) }, codes.InvalidArgument, "at most 1000"},
+		{"oversize body", func() error { return send(alice.ctx(t), alice, conv, "e3", strings.Repeat("x", 1001)) }, codes.ResourceExhausted, "at most 1000 (--max-body)"},
 		{"missing client_message_id", func() error { return send(alice.ctx(t), alice, conv, "", "hi") }, codes.InvalidArgument, "client_message_id is empty"},
 		{"long client_message_id", func() error { return send(alice.ctx(t), alice, conv, strings.Repeat("c", 65), "hi") }, codes.InvalidArgument, "at most 64"},
 		{"malformed conversation id", func() error { return send(alice.ctx(t), alice, "room:../etc", "e4", "hi") }, codes.InvalidArgument, "malformed"},
@@ -171,7 +171,7 @@ func TestBadFramesKeepStreamOpen(t *testing.T) {
 		if err := ms.c.Send(f.req); err != nil {
 			t.Fatal(err)
 		}
-		got := ms.next(t).GetError()
+		got := ms.control(t).GetError()
 		if got.GetFrameId() != f.req.GetFrameId() || got.GetFrame() != f.frame || codes.Code(got.GetCode()) != f.code || got.GetMessage() == "" {
 			t.Fatalf("frame %d: error frame %v, want frame %q code %v", f.req.GetFrameId(), got, f.frame, f.code)
 		}
@@ -179,7 +179,7 @@ func TestBadFramesKeepStreamOpen(t *testing.T) {
 	if err := ms.c.Send(&parleyv1.ChatRequest{Frame: &parleyv1.ChatRequest_Ping{Ping: &parleyv1.Ping{Nonce: 42}}}); err != nil {
 		t.Fatal(err)
 	}
-	if p := ms.next(t).GetPong(); p.GetNonce() != 42 {
+	if p := ms.control(t).GetPong(); p.GetNonce() != 42 {
 		t.Fatalf("after bad frames, ping got %v", p)
 	}
 }

@@ -207,6 +207,20 @@ func (s *stream) next(t testing.TB) *parleyv1.ChatResponse {
 	}
 }
 
+// control returns the next frame that is not an event (presence, typing,
+// receipts, notifications arrive whenever other users act).
+func (s *stream) control(t testing.TB) *parleyv1.ChatResponse {
+	t.Helper()
+	for {
+		f := s.next(t)
+		switch f.GetFrame().(type) {
+		case *parleyv1.ChatResponse_Presence, *parleyv1.ChatResponse_Typing, *parleyv1.ChatResponse_Receipt, *parleyv1.ChatResponse_Notification:
+			continue
+		}
+		return f
+	}
+}
+
 // until reads frames until one satisfies pred, returning the messages seen
 // on the way.
 func (s *stream) until(t testing.TB, pred func(*parleyv1.ChatResponse) bool) []*parleyv1.Message {

@@ -45,6 +45,12 @@ type Config struct {
 	MaxBody   int           // bytes; default 16384
 	Heartbeat time.Duration // Subscribe heartbeat interval; default 15s
 
+	SendRate      float64       // sends per second per user (bursts of twice that); 0: no limit
+	TypingRate    float64       // typing updates per second per user; 0: no limit
+	MaxStreams    int           // open streams per user; default 16
+	TypingTTL     time.Duration // how long a typing indicator lasts unless renewed; default 6s
+	PresenceGrace time.Duration // how long after the last stream closes a user is announced offline; default 3s
+
 	SigningKey      []byte        // HS256 key; default: generated once and kept in DataDir
 	TokenTTL        time.Duration // default 24h
 	ExternalIssuer  string        // iss of an external token issuer, with ExternalKeyFile
@@ -171,6 +177,16 @@ func (s *Server) build() error {
 	}
 	if cfg.BcryptCost != 0 {
 		copts = append(copts, chat.WithBcryptCost(cfg.BcryptCost))
+	}
+	copts = append(copts, chat.WithSendRate(cfg.SendRate), chat.WithTypingRate(cfg.TypingRate))
+	if cfg.MaxStreams != 0 {
+		copts = append(copts, chat.WithMaxStreams(cfg.MaxStreams))
+	}
+	if cfg.TypingTTL != 0 {
+		copts = append(copts, chat.WithTypingTTL(cfg.TypingTTL))
+	}
+	if cfg.PresenceGrace != 0 {
+		copts = append(copts, chat.WithPresenceGrace(cfg.PresenceGrace))
 	}
 	svc, err := chat.New(r, s.store, authn, copts...)
 	if err != nil {

@@ -35,12 +35,13 @@ var kinds = map[string]parleyv1.ConversationKind{
 }
 
 // member returns conversation id if user is a member, and the same
-// PERMISSION_DENIED for "not a member" and "does not exist".
+// PERMISSION_DENIED for "not a member" and "does not exist". It reads the
+// member cache: the returned Members slice must not be modified.
 func (s *Service) member(user, id string) (store.Conversation, error) {
 	if err := validConvID(id); err != nil {
 		return store.Conversation{}, err
 	}
-	c, err := s.store.Conversation(id)
+	c, err := s.members.get(id)
 	if errors.Is(err, store.ErrNotFound) {
 		return c, denied(id)
 	}
@@ -53,9 +54,41 @@ func (s *Service) member(user, id string) (store.Conversation, error) {
 	return c, nil
 }
 
-// describe turns a stored conversation into its API form with head seq and
-// last message.
-func (s *Service) describe(c store.Conversation) (*parleyv1.Conversation, error) {
+// createConversation stores a new conversation and caches it.
+func (s *Service) createConversation(c store.Conversation) error {
+	if err := s.store.CreateConversation(c); err != nil {
+		return err
+	}
+	s.members.forget(c.ID) // the store sorted and compacted the members
+	return nil
+}
+
+// updateConversation changes a conversation, keeps the cache in step, and
+// detaches the streams of members who left from it, so they stop
+// receiving at once rather than at their next reconnect.
+func (s *Service) updateConversation(id string, fn func(c *store.Conversation) error) (store.Conversation, error) {
+	var before []string
+	c, err := s.store.UpdateConversation(id, func(c *store.Conversation) error {
+		before = slices.Clone(c.Members)
+		return fn(c)
+	})
+	if err != nil {
+		return c, err
+	}
+	s.members.set(c)
+	for _, u := range before {
+		if !c.IsMember(u) {
+			for _, o := range s.hub.outbounds(u) {
+				o.drop(id)
+			}
+		}
+	}
+	return c, nil
+}
+
+// describe turns a stored conversation into what user sees of it: head
+// seq, last post, read position and unread count.
+func (s *Service) describe(c store.Conversation, user string) (*parleyv1.Conversation, error) {
 	pc := &parleyv1.Conversation{
 		Id:        c.ID,
 		Kind:      kinds[c.Kind],
@@ -69,17 +102,59 @@ func (s *Service) describe(c store.Conversation) (*parleyv1.Conversation, error)
 		return nil, err
 	}
 	pc.HeadSeq = head
-	last, ok, err := s.store.Last(c.ID)
+	if pc.LastMessage, err = s.lastPost(c.ID); err != nil {
+		return nil, err
+	}
+	r, err := s.store.Receipt(c.ID, user)
 	if err != nil {
 		return nil, err
 	}
-	if ok {
-		pc.LastMessage = &parleyv1.Message{}
-		if err := proto.Unmarshal(last.Data, pc.LastMessage); err != nil {
-			return nil, fmt.Errorf("decode message %s#%d: %w", c.ID, last.Seq, err)
-		}
+	pc.ReadSeq = r.Read
+	n, err := s.store.Count(c.ID, r.Read, maxUnread, func(data []byte) bool {
+		var m parleyv1.Message
+		return proto.Unmarshal(data, &m) == nil && isPost(&m) && !m.GetDeleted() && m.GetSenderId() != user
+	})
+	if err != nil {
+		return nil, err
 	}
+	pc.UnreadCount = uint64(n)
 	return pc, nil
+}
+
+// maxUnread caps the unread count, so a long-unread room costs a bounded
+// scan.
+const maxUnread = 1000
+
+func isPost(m *parleyv1.Message) bool {
+	k := m.GetKind()
+	return k == parleyv1.MessageKind_MESSAGE_KIND_POST || k == parleyv1.MessageKind_MESSAGE_KIND_UNSPECIFIED
+}
+
+// lastPost is the newest post of conv in its current state (edit and
+// delete events are skipped: the list shows what was said, not that it
+// changed), or nil.
+func (s *Service) lastPost(conv string) (*parleyv1.Message, error) {
+	var before uint64
+	for range 5 {
+		recs, more, err := s.store.Before(conv, before, 20)
+		if err != nil {
+			return nil, err
+		}
+		for i := len(recs) - 1; i >= 0; i-- {
+			m := &parleyv1.Message{}
+			if err := proto.Unmarshal(recs[i].Data, m); err != nil {
+				return nil, fmt.Errorf("decode message %s#%d: %w", conv, recs[i].Seq, err)
+			}
+			if isPost(m) {
+				return m, nil
+			}
+		}
+		if !more || len(recs) == 0 {
+			return nil, nil
+		}
+		before = recs[0].Seq
+	}
+	return nil, nil
 }
 
 // CreateDirect implements parleyv1.ConversationServiceServer.
@@ -96,7 +171,7 @@ func (s *Service) CreateDirect(ctx context.Context, req *parleyv1.CreateDirectRe
 		return nil, toStatus(err)
 	}
 	id := directID(me, peer)
-	err := s.store.CreateConversation(store.Conversation{ID: id, Kind: store.KindDirect, Members: []string{me, peer}, CreatedAt: time.Now().UTC()})
+	err := s.createConversation(store.Conversation{ID: id, Kind: store.KindDirect, Members: []string{me, peer}, CreatedAt: time.Now().UTC()})
 	if err != nil && !errors.Is(err, store.ErrExists) {
 		return nil, toStatus(err)
 	}
@@ -104,7 +179,7 @@ func (s *Service) CreateDirect(ctx context.Context, req *parleyv1.CreateDirectRe
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	pc, err := s.describe(c)
+	pc, err := s.describe(c, me)
 	return &parleyv1.CreateDirectResponse{Conversation: pc}, toStatus(err)
 }
 
@@ -113,13 +188,13 @@ func (s *Service) CreateRoom(ctx context.Context, req *parleyv1.CreateRoomReques
 	me := auth.UserID(ctx)
 	title := cmp.Or(strings.TrimSpace(req.GetTitle()), req.GetName())
 	c := store.Conversation{ID: "room:" + req.GetName(), Kind: store.KindRoom, Title: title, Owner: me, Members: []string{me}, CreatedAt: time.Now().UTC()}
-	if err := s.store.CreateConversation(c); err != nil {
+	if err := s.createConversation(c); err != nil {
 		if errors.Is(err, store.ErrExists) {
 			return nil, toStatus(fmt.Errorf("%w: room %q exists; join it instead", errExists, req.GetName()))
 		}
 		return nil, toStatus(err)
 	}
-	pc, err := s.describe(c)
+	pc, err := s.describe(c, me)
 	return &parleyv1.CreateRoomResponse{Conversation: pc}, toStatus(err)
 }
 
@@ -130,7 +205,7 @@ func (s *Service) JoinRoom(ctx context.Context, req *parleyv1.JoinRoomRequest) (
 	if !strings.HasPrefix(id, "room:") {
 		return nil, toStatus(fmt.Errorf("%w: only rooms can be joined; %q is not a room", errPrecondition, id))
 	}
-	c, err := s.store.UpdateConversation(id, func(c *store.Conversation) error {
+	c, err := s.updateConversation(id, func(c *store.Conversation) error {
 		c.Members = append(c.Members, me)
 		return nil
 	})
@@ -140,7 +215,7 @@ func (s *Service) JoinRoom(ctx context.Context, req *parleyv1.JoinRoomRequest) (
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	pc, err := s.describe(c)
+	pc, err := s.describe(c, me)
 	return &parleyv1.JoinRoomResponse{Conversation: pc}, toStatus(err)
 }
 
@@ -161,14 +236,14 @@ func (s *Service) CreateGroup(ctx context.Context, req *parleyv1.CreateGroupRequ
 	var id [12]byte
 	rand.Read(id[:])
 	c := store.Conversation{ID: "group:" + hex.EncodeToString(id[:]), Kind: store.KindGroup, Title: title, Owner: me, Members: members, CreatedAt: time.Now().UTC()}
-	if err := s.store.CreateConversation(c); err != nil {
+	if err := s.createConversation(c); err != nil {
 		return nil, toStatus(err)
 	}
 	c, err := s.store.Conversation(c.ID)
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	pc, err := s.describe(c)
+	pc, err := s.describe(c, me)
 	return &parleyv1.CreateGroupResponse{Conversation: pc}, toStatus(err)
 }
 
@@ -178,7 +253,7 @@ func (s *Service) changeGroup(ctx context.Context, id, user string, fn func(c *s
 	if _, err := s.member(me, id); err != nil {
 		return nil, err
 	}
-	c, err := s.store.UpdateConversation(id, func(c *store.Conversation) error {
+	c, err := s.updateConversation(id, func(c *store.Conversation) error {
 		if c.Kind != store.KindGroup {
 			return fmt.Errorf("%w: members are managed only in groups; %q is a %s", errPrecondition, id, c.Kind)
 		}
@@ -190,7 +265,7 @@ func (s *Service) changeGroup(ctx context.Context, id, user string, fn func(c *s
 	if err != nil {
 		return nil, err
 	}
-	return s.describe(c)
+	return s.describe(c, me)
 }
 
 // AddMember implements parleyv1.ConversationServiceServer.
@@ -233,7 +308,7 @@ func (s *Service) LeaveConversation(ctx context.Context, req *parleyv1.LeaveConv
 	if _, err := s.member(me, id); err != nil {
 		return nil, toStatus(err)
 	}
-	_, err := s.store.UpdateConversation(id, func(c *store.Conversation) error {
+	_, err := s.updateConversation(id, func(c *store.Conversation) error {
 		if c.Kind == store.KindDirect {
 			return fmt.Errorf("%w: direct conversations cannot be left", errPrecondition)
 		}
@@ -251,11 +326,12 @@ func (s *Service) LeaveConversation(ctx context.Context, req *parleyv1.LeaveConv
 
 // GetConversation implements parleyv1.ConversationServiceServer.
 func (s *Service) GetConversation(ctx context.Context, req *parleyv1.GetConversationRequest) (*parleyv1.GetConversationResponse, error) {
-	c, err := s.member(auth.UserID(ctx), req.GetConversationId())
+	me := auth.UserID(ctx)
+	c, err := s.member(me, req.GetConversationId())
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	pc, err := s.describe(c)
+	pc, err := s.describe(c, me)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -275,7 +351,7 @@ func (s *Service) ListConversations(ctx context.Context, req *parleyv1.ListConve
 		if err != nil {
 			return nil, toStatus(err)
 		}
-		pc, err := s.describe(c)
+		pc, err := s.describe(c, me)
 		if err != nil {
 			return nil, toStatus(err)
 		}

@@ -3,6 +3,7 @@ package chat
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -16,15 +17,57 @@ import (
 // publish checks a send and hands it to the router; ack runs once it is
 // durable. It is shared by the unary Send and the Chat stream.
 func (s *Service) publish(ctx context.Context, user string, req *parleyv1.SendRequest, ack router.AckFunc) error {
-	if _, err := s.member(user, req.GetConversationId()); err != nil {
+	c, err := s.member(user, req.GetConversationId())
+	if err != nil {
 		return err
 	}
-	return s.router.Publish(ctx, router.Message{
+	if !s.sendRate.allow(user, time.Now()) {
+		return s.rateError()
+	}
+	m := router.Message{
 		Conv:        req.GetConversationId(),
 		Sender:      user,
 		ClientMsgID: req.GetClientMessageId(),
 		Body:        req.GetBody(),
-	}, ack)
+	}
+	err = s.router.Publish(ctx, m, func(res router.Result, err error) {
+		if err == nil && !res.Duplicate {
+			s.afterPost(c, user, res, m.Body)
+		}
+		ack(res, err)
+	})
+	if err == nil {
+		s.stopTyping(user, m.Conv)
+	}
+	return err
+}
+
+func (s *Service) rateError() error {
+	return exhausted("send rate", "at most %g messages per second per user (--send-rate); slow down and resend", s.sendRate.rate)
+}
+
+// waitDurable publishes through pub and waits for the ack: the unary RPCs
+// answer only once the message is on disk.
+func (s *Service) waitDurable(ctx context.Context, clientMsgID string, pub func(router.AckFunc) error) (*parleyv1.SendResponse, error) {
+	type outcome struct {
+		res router.Result
+		err error
+	}
+	done := make(chan outcome, 1)
+	if err := pub(func(res router.Result, err error) { done <- outcome{res, err} }); err != nil {
+		return nil, toStatus(err)
+	}
+	select {
+	case o := <-done:
+		if o.err != nil {
+			return nil, toStatus(notStored(o.err))
+		}
+		return sendResponse(clientMsgID, o.res), nil
+	case <-ctx.Done():
+		// The message is sequenced and will be committed; a resend with the
+		// same client_message_id returns its ack.
+		return nil, toStatus(ctx.Err())
+	}
 }
 
 func sendResponse(clientMsgID string, res router.Result) *parleyv1.SendResponse {
@@ -46,26 +89,9 @@ func notStored(err error) error {
 // Send implements parleyv1.ChatServiceServer. It returns once the message is
 // durable.
 func (s *Service) Send(ctx context.Context, req *parleyv1.SendRequest) (*parleyv1.SendResponse, error) {
-	type outcome struct {
-		res router.Result
-		err error
-	}
-	done := make(chan outcome, 1)
-	err := s.publish(ctx, auth.UserID(ctx), req, func(res router.Result, err error) { done <- outcome{res, err} })
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	select {
-	case o := <-done:
-		if o.err != nil {
-			return nil, toStatus(notStored(o.err))
-		}
-		return sendResponse(req.GetClientMessageId(), o.res), nil
-	case <-ctx.Done():
-		// The message is sequenced and will be committed; a resend with the
-		// same client_message_id returns its ack.
-		return nil, toStatus(ctx.Err())
-	}
+	return s.waitDurable(ctx, req.GetClientMessageId(), func(ack router.AckFunc) error {
+		return s.publish(ctx, auth.UserID(ctx), req, ack)
+	})
 }
 
 // History implements parleyv1.ChatServiceServer.

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
@@ -23,6 +24,7 @@ type Router interface {
 	Catchup(conv string, after uint64, max int, sub router.Subscriber) (frames []*router.Frame, next uint64, live bool, err error)
 	Unsubscribe(conv string, sub router.Subscriber)
 	Head(conv string) (uint64, error)
+	Broadcast(conv string, f *router.Frame)
 }
 
 var _ Router = (*router.Router)(nil)
@@ -40,6 +42,11 @@ type Store interface {
 	Range(conv string, after, upto uint64, limit int) ([]store.Record, bool, error)
 	Before(conv string, before uint64, limit int) ([]store.Record, bool, error)
 	Last(conv string) (store.Record, bool, error)
+	Get(conv string, seq uint64) (store.Record, bool, error)
+	Count(conv string, after uint64, max int, keep func(data []byte) bool) (int, error)
+	UpdateReceipt(u store.ReceiptUpdate, done func(store.Receipt, error))
+	Receipt(conv, user string) (store.Receipt, error)
+	Receipts(conv string) ([]store.Receipt, error)
 }
 
 var _ Store = (*store.Store)(nil)
@@ -56,9 +63,20 @@ type options struct {
 	replayPage  int
 	bcryptCost  int
 	maxSubs     int
-	maxInflight int
-	logger      *slog.Logger
+	maxInflight   int
+	maxStreams    int
+	maxAttachment int
+	sendRate      float64
+	typingRate    float64
+	typingTTL     time.Duration
+	presenceGrace time.Duration
+	webhook       WebhookFunc
+	logger        *slog.Logger
 }
+
+// WebhookFunc is told about a post for members who have no live stream. It
+// must not block: delivery does not wait for it.
+type WebhookFunc func(users []string, conv string, seq uint64, sender, preview string, sentAt time.Time)
 
 // Option configures New.
 type Option func(*options)
@@ -85,6 +103,30 @@ func WithMaxSubscriptions(n int) Option { return func(o *options) { o.maxSubs = 
 // acks; the stream's reader stops reading until one is answered.
 func WithMaxInflight(n int) Option { return func(o *options) { o.maxInflight = n } }
 
+// WithMaxStreams caps the streams one user may have open at once.
+func WithMaxStreams(n int) Option { return func(o *options) { o.maxStreams = n } }
+
+// WithMaxAttachment sets the largest accepted attachment in bytes.
+func WithMaxAttachment(n int) Option { return func(o *options) { o.maxAttachment = n } }
+
+// WithSendRate limits each user's sends (posts, edits, deletes) to rate per
+// second, with bursts of twice that; 0 or less means no limit.
+func WithSendRate(rate float64) Option { return func(o *options) { o.sendRate = rate } }
+
+// WithTypingRate limits each user's typing updates to rate per second, with
+// bursts of twice that; 0 or less means no limit.
+func WithTypingRate(rate float64) Option { return func(o *options) { o.typingRate = rate } }
+
+// WithTypingTTL sets how long a typing indicator lasts unless renewed.
+func WithTypingTTL(d time.Duration) Option { return func(o *options) { o.typingTTL = d } }
+
+// WithPresenceGrace sets how long after a user's last stream closes they are
+// announced offline; a reconnect within it goes unnoticed.
+func WithPresenceGrace(d time.Duration) Option { return func(o *options) { o.presenceGrace = d } }
+
+// WithWebhook sets the function told about posts to offline members.
+func WithWebhook(f WebhookFunc) Option { return func(o *options) { o.webhook = f } }
+
 // WithLogger sets the logger.
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
 
@@ -93,11 +135,21 @@ type Service struct {
 	parleyv1.UnimplementedAuthServiceServer
 	parleyv1.UnimplementedConversationServiceServer
 	parleyv1.UnimplementedChatServiceServer
+	parleyv1.UnimplementedAttachmentServiceServer
 
 	router Router
 	store  Store
 	tokens Tokens
 	opts   options
+
+	members    *memberCache
+	hub        *hub
+	typing     typing
+	sendRate   *rateLimiter
+	typingRate *rateLimiter
+
+	posts        chan post // durable posts waiting for notifications
+	droppedNotes atomic.Uint64
 
 	shutdown     chan struct{} // closed by Shutdown: streaming handlers return UNAVAILABLE
 	shutdownOnce sync.Once
@@ -112,8 +164,12 @@ func New(r Router, st Store, tokens Tokens, opts ...Option) (*Service, error) {
 		heartbeat:   15 * time.Second,
 		replayPage:  256,
 		maxSubs:     maxSubscribe,
-		maxInflight: 1024,
-		logger:      slog.Default(),
+		maxInflight:   1024,
+		maxStreams:    16,
+		maxAttachment: 8 << 20,
+		typingTTL:     6 * time.Second,
+		presenceGrace: 3 * time.Second,
+		logger:        slog.Default(),
 	}
 	for _, opt := range opts {
 		opt(&o)
@@ -129,17 +185,37 @@ func New(r Router, st Store, tokens Tokens, opts ...Option) (*Service, error) {
 		return nil, fmt.Errorf("chat: heartbeat interval must be positive, got %s", o.heartbeat)
 	case o.maxInflight <= 0:
 		return nil, fmt.Errorf("chat: max in-flight sends must be positive, got %d", o.maxInflight)
+	case o.maxStreams <= 0:
+		return nil, fmt.Errorf("chat: max streams per user must be positive, got %d", o.maxStreams)
+	case o.maxAttachment <= 0:
+		return nil, fmt.Errorf("chat: max attachment must be positive, got %d", o.maxAttachment)
+	case o.typingTTL <= 0 || o.presenceGrace < 0:
+		return nil, errors.New("chat: typing TTL must be positive and presence grace not negative")
 	case o.maxSubs <= 0:
 		return nil, fmt.Errorf("chat: max subscriptions must be positive, got %d", o.maxSubs)
 	}
-	return &Service{router: r, store: st, tokens: tokens, opts: o, shutdown: make(chan struct{})}, nil
+	s := &Service{router: r, store: st, tokens: tokens, opts: o, shutdown: make(chan struct{}),
+		members:    newMemberCache(st),
+		typing:     typing{timers: make(map[[2]string]*time.Timer)},
+		sendRate:   newRateLimiter(o.sendRate, int(2*o.sendRate)),
+		typingRate: newRateLimiter(o.typingRate, int(2*o.typingRate)),
+	}
+	s.hub = newHub(s, o.presenceGrace)
+	s.posts = make(chan post, 4096)
+	s.streams.Add(1)
+	go s.notifier()
+	return s, nil
 }
 
 // Shutdown makes every open stream end with UNAVAILABLE, so clients
 // reconnect elsewhere or later, and waits (until ctx ends) for the stream
 // goroutines to exit. New streams are refused from then on.
 func (s *Service) Shutdown(ctx context.Context) error {
-	s.shutdownOnce.Do(func() { close(s.shutdown) })
+	s.shutdownOnce.Do(func() {
+		close(s.shutdown)
+		s.hub.close()
+		s.typing.close()
+	})
 	done := make(chan struct{})
 	go func() { s.streams.Wait(); close(done) }()
 	select {

@@ -25,9 +25,15 @@ import (
 // seq, so nothing is lost, and nobody else waits for it.
 type outbound struct {
 	svc    *Service
+	user   string
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	q      chan any
+
+	// following is the set of conversations this stream asked to follow; a
+	// new post elsewhere earns a Notification instead.
+	followMu  sync.Mutex // protects following
+	following map[string]bool
 
 	// inflight holds a token for every send on a Chat stream whose answer
 	// has not been written yet. The reader takes one before publishing, so
@@ -63,10 +69,56 @@ type (
 	halfClosed struct{}
 )
 
-func (s *Service) newOutbound(parent context.Context) *outbound {
+func (s *Service) newOutbound(parent context.Context, user string) *outbound {
 	ctx, cancel := context.WithCancelCause(parent)
-	return &outbound{svc: s, ctx: ctx, cancel: cancel, q: make(chan any, s.opts.queue), attached: make(map[string]bool),
-		inflight: make(chan struct{}, s.opts.maxInflight), ackReady: make(chan struct{}, 1)}
+	return &outbound{svc: s, user: user, ctx: ctx, cancel: cancel, q: make(chan any, s.opts.queue), attached: make(map[string]bool),
+		following: make(map[string]bool), inflight: make(chan struct{}, s.opts.maxInflight), ackReady: make(chan struct{}, 1)}
+}
+
+// follow marks conv as followed; it fails if it already is or the stream
+// follows the most it may.
+func (o *outbound) follow(conv string) error {
+	o.followMu.Lock()
+	defer o.followMu.Unlock()
+	if o.following[conv] {
+		return fmt.Errorf("%w: already subscribed to %q on this stream", errExists, conv)
+	}
+	if len(o.following) >= o.svc.opts.maxSubs {
+		return exhausted("subscriptions per stream", "a stream may follow at most %d conversations", o.svc.opts.maxSubs)
+	}
+	o.following[conv] = true
+	return nil
+}
+
+// unfollow clears conv and reports whether it was followed.
+func (o *outbound) unfollow(conv string) bool {
+	o.followMu.Lock()
+	defer o.followMu.Unlock()
+	was := o.following[conv]
+	delete(o.following, conv)
+	return was
+}
+
+func (o *outbound) follows(conv string) bool {
+	o.followMu.Lock()
+	defer o.followMu.Unlock()
+	return o.following[conv]
+}
+
+// drop stops the stream following conv, because its user left it.
+func (o *outbound) drop(conv string) {
+	if o.unfollow(conv) {
+		o.push(unsubscribe{conv})
+	}
+}
+
+// open registers the stream with the hub (presence, notifications, the
+// streams-per-user limit); the returned func unregisters it.
+func (o *outbound) open() (func(), error) {
+	if err := o.svc.hub.add(o.user, o); err != nil {
+		return nil, err
+	}
+	return func() { o.svc.hub.remove(o.user, o) }, nil
 }
 
 // answer queues the ack or error frame for one send. It never blocks.
@@ -260,21 +312,23 @@ func (s *Service) Chat(stream grpc.BidiStreamingServer[parleyv1.ChatRequest, par
 	if s.shuttingDown() {
 		return toStatus(errShutdown)
 	}
-	o := s.newOutbound(stream.Context())
+	o := s.newOutbound(stream.Context(), auth.UserID(stream.Context()))
 	defer o.cancel(nil)
-	user := auth.UserID(stream.Context())
+	closeStream, err := o.open()
+	if err != nil {
+		return toStatus(err)
+	}
+	defer closeStream()
 	s.streams.Add(1)
 	go func() {
 		defer s.streams.Done()
-		o.read(stream, user)
+		o.read(stream)
 	}()
 	return toStatus(o.run(stream, chatStream))
 }
 
-// read is the Chat stream's reader. It owns the set of subscribed
-// conversations.
-func (o *outbound) read(stream grpc.BidiStreamingServer[parleyv1.ChatRequest, parleyv1.ChatResponse], user string) {
-	subs := make(map[string]bool)
+// read is the Chat stream's reader.
+func (o *outbound) read(stream grpc.BidiStreamingServer[parleyv1.ChatRequest, parleyv1.ChatResponse]) {
 	for {
 		req, err := stream.Recv()
 		if err == io.EOF {
@@ -284,14 +338,14 @@ func (o *outbound) read(stream grpc.BidiStreamingServer[parleyv1.ChatRequest, pa
 		if err != nil {
 			return // the stream is over; the writer sees its context end
 		}
-		o.frame(req, user, subs)
+		o.frame(req)
 	}
 }
 
 // frame carries out one client frame. Failures become error frames; the
 // stream stays open.
-func (o *outbound) frame(req *parleyv1.ChatRequest, user string, subs map[string]bool) {
-	s := o.svc
+func (o *outbound) frame(req *parleyv1.ChatRequest) {
+	s, user := o.svc, o.user
 	id := req.GetFrameId()
 	if err := s.Validate(req); err != nil {
 		o.push(errorFrame(id, frameName(req), err, frameConv(req), req.GetSend().GetClientMessageId()))
@@ -299,49 +353,77 @@ func (o *outbound) frame(req *parleyv1.ChatRequest, user string, subs map[string
 	}
 	switch f := req.GetFrame().(type) {
 	case *parleyv1.ChatRequest_Send:
-		select {
-		case o.inflight <- struct{}{}:
-		case <-o.ctx.Done():
-			return
-		}
-		cmid := f.Send.GetClientMessageId()
-		err := s.publish(o.ctx, user, f.Send, func(res router.Result, err error) {
-			if err != nil {
-				o.answer(errorFrame(id, "send", notStored(err), res.Conv, cmid))
-				return
-			}
-			o.answer(&parleyv1.ChatResponse{Frame: &parleyv1.ChatResponse_SendAck{SendAck: sendResponse(cmid, res)}})
+		o.durable(id, "send", f.Send.GetConversationId(), f.Send.GetClientMessageId(), func(ack router.AckFunc) error {
+			return s.publish(o.ctx, user, f.Send, ack)
 		})
-		if err != nil {
-			o.answer(errorFrame(id, "send", err, f.Send.GetConversationId(), cmid))
-		}
+	case *parleyv1.ChatRequest_Edit:
+		o.durable(id, "edit", f.Edit.GetConversationId(), f.Edit.GetClientMessageId(), func(ack router.AckFunc) error {
+			return s.change(o.ctx, user, editMessage(f.Edit), ack)
+		})
+	case *parleyv1.ChatRequest_Delete:
+		o.durable(id, "delete", f.Delete.GetConversationId(), f.Delete.GetClientMessageId(), func(ack router.AckFunc) error {
+			return s.change(o.ctx, user, deleteMessage(f.Delete), ack)
+		})
 	case *parleyv1.ChatRequest_Subscribe:
 		conv := f.Subscribe.GetConversationId()
 		r, err := s.position(user, f.Subscribe)
-		switch {
-		case err != nil:
-		case subs[conv]:
-			err = fmt.Errorf("%w: already subscribed to %q on this stream", errExists, conv)
-		case len(subs) >= s.opts.maxSubs:
-			err = fmt.Errorf("%w: a stream may follow at most %d conversations", errExhausted, s.opts.maxSubs)
+		if err == nil {
+			err = o.follow(conv)
 		}
 		if err != nil {
 			o.push(errorFrame(id, "subscribe", err, conv, ""))
 			return
 		}
-		subs[conv] = true
 		o.push(r)
 	case *parleyv1.ChatRequest_Unsubscribe:
 		conv := f.Unsubscribe.GetConversationId()
-		if !subs[conv] {
+		if !o.unfollow(conv) {
 			o.push(errorFrame(id, "unsubscribe", fmt.Errorf("%w: not subscribed to %q on this stream", errNotFound, truncate(conv)), conv, ""))
 			return
 		}
-		delete(subs, conv)
 		o.push(unsubscribe{conv})
+	case *parleyv1.ChatRequest_Delivered:
+		o.receipt(id, "delivered", f.Delivered.GetConversationId(), f.Delivered.GetSeq(), 0)
+	case *parleyv1.ChatRequest_Read:
+		o.receipt(id, "read", f.Read.GetConversationId(), 0, f.Read.GetSeq())
+	case *parleyv1.ChatRequest_Typing:
+		if err := s.setTyping(user, f.Typing.GetConversationId(), f.Typing.GetTyping()); err != nil {
+			o.push(errorFrame(id, "typing", err, f.Typing.GetConversationId(), ""))
+		}
 	case *parleyv1.ChatRequest_Ping:
 		o.push(&parleyv1.ChatResponse{Frame: &parleyv1.ChatResponse_Pong{Pong: &parleyv1.Pong{Nonce: f.Ping.GetNonce(), ServerTime: timestamppb.Now()}}})
 	}
+}
+
+// durable publishes a send, edit or delete from the Chat stream: its answer
+// (send_ack or an error frame) comes back through the ack queue once the
+// message is on disk.
+func (o *outbound) durable(id uint64, frame, conv, cmid string, pub func(router.AckFunc) error) {
+	select {
+	case o.inflight <- struct{}{}:
+	case <-o.ctx.Done():
+		return
+	}
+	err := pub(func(res router.Result, err error) {
+		if err != nil {
+			o.answer(errorFrame(id, frame, notStored(err), res.Conv, cmid))
+			return
+		}
+		o.answer(&parleyv1.ChatResponse{Frame: &parleyv1.ChatResponse_SendAck{SendAck: sendResponse(cmid, res)}})
+	})
+	if err != nil {
+		o.answer(errorFrame(id, frame, err, conv, cmid))
+	}
+}
+
+// receipt moves the user's positions from the Chat stream. Success is
+// silent: the Receipt frame reaches every subscriber, this stream included.
+func (o *outbound) receipt(id uint64, frame, conv string, delivered, read uint64) {
+	o.svc.markReceipt(o.user, conv, delivered, read, func(_ *parleyv1.Receipt, err error) {
+		if err != nil {
+			o.push(errorFrame(id, frame, err, conv, ""))
+		}
+	})
 }
 
 // frameName names a frame's kind in error frames.
@@ -355,6 +437,16 @@ func frameName(req *parleyv1.ChatRequest) string {
 		return "unsubscribe"
 	case *parleyv1.ChatRequest_Ping:
 		return "ping"
+	case *parleyv1.ChatRequest_Delivered:
+		return "delivered"
+	case *parleyv1.ChatRequest_Read:
+		return "read"
+	case *parleyv1.ChatRequest_Typing:
+		return "typing"
+	case *parleyv1.ChatRequest_Edit:
+		return "edit"
+	case *parleyv1.ChatRequest_Delete:
+		return "delete"
 	default:
 		return "unknown"
 	}
@@ -369,6 +461,16 @@ func frameConv(req *parleyv1.ChatRequest) string {
 		return f.Subscribe.GetConversationId()
 	case *parleyv1.ChatRequest_Unsubscribe:
 		return f.Unsubscribe.GetConversationId()
+	case *parleyv1.ChatRequest_Delivered:
+		return f.Delivered.GetConversationId()
+	case *parleyv1.ChatRequest_Read:
+		return f.Read.GetConversationId()
+	case *parleyv1.ChatRequest_Typing:
+		return f.Typing.GetConversationId()
+	case *parleyv1.ChatRequest_Edit:
+		return f.Edit.GetConversationId()
+	case *parleyv1.ChatRequest_Delete:
+		return f.Delete.GetConversationId()
 	}
 	return ""
 }
@@ -394,16 +496,22 @@ func (s *Service) Subscribe(req *parleyv1.SubscribeRequest, stream grpc.ServerSt
 	user := auth.UserID(stream.Context())
 	positions := req.GetConversations()
 	if len(positions) > s.opts.maxSubs {
-		return toStatus(fmt.Errorf("%w: %d conversations; a stream may follow at most %d", errExhausted, len(positions), s.opts.maxSubs))
+		return toStatus(exhausted("subscriptions per stream", "%d conversations; a stream may follow at most %d", len(positions), s.opts.maxSubs))
 	}
-	o := s.newOutbound(stream.Context())
+	o := s.newOutbound(stream.Context(), user)
 	defer o.cancel(nil)
 	for _, p := range positions {
 		r, err := s.position(user, p)
 		if err != nil {
 			return toStatus(err)
 		}
+		o.following[r.conv] = true
 		o.replays = append(o.replays, r)
 	}
+	closeStream, err := o.open()
+	if err != nil {
+		return toStatus(err)
+	}
+	defer closeStream()
 	return toStatus(o.run(stream, subscribeStream))
 }

@@ -16,6 +16,8 @@ const (
 	maxTitle        = 128
 	maxGroupMembers = 1000
 	maxSubscribe    = 256
+	maxAttachments  = 10
+	maxPresence     = 1000
 	maxHistoryLimit = 500
 	defHistoryLimit = 50
 	minPassword     = 8
@@ -105,6 +107,30 @@ func (s *Service) validate(req any) error {
 			}
 			seen[p.GetConversationId()] = true
 		}
+	case *parleyv1.MarkDeliveredRequest:
+		return validConvID(r.GetConversationId())
+	case *parleyv1.MarkReadRequest:
+		return validConvID(r.GetConversationId())
+	case *parleyv1.GetReceiptsRequest:
+		return validConvID(r.GetConversationId())
+	case *parleyv1.SetTypingRequest:
+		return validConvID(r.GetConversationId())
+	case *parleyv1.EditMessageRequest:
+		if err := validTarget(r.GetConversationId(), r.GetSeq(), r.GetClientMessageId()); err != nil {
+			return err
+		}
+		return s.validBody(r.GetBody(), 0)
+	case *parleyv1.DeleteMessageRequest:
+		return validTarget(r.GetConversationId(), r.GetSeq(), r.GetClientMessageId())
+	case *parleyv1.GetPresenceRequest:
+		if n := len(r.GetUserIds()); n > maxPresence {
+			return invalid("%d user_ids; at most %d", n, maxPresence)
+		}
+		for _, u := range r.GetUserIds() {
+			if err := validUsername("user_ids", u); err != nil {
+				return err
+			}
+		}
 	case *parleyv1.ChatRequest:
 		switch f := r.GetFrame().(type) {
 		case *parleyv1.ChatRequest_Send:
@@ -114,8 +140,18 @@ func (s *Service) validate(req any) error {
 		case *parleyv1.ChatRequest_Unsubscribe:
 			return validConvID(f.Unsubscribe.GetConversationId())
 		case *parleyv1.ChatRequest_Ping:
+		case *parleyv1.ChatRequest_Delivered:
+			return s.validate(f.Delivered)
+		case *parleyv1.ChatRequest_Read:
+			return s.validate(f.Read)
+		case *parleyv1.ChatRequest_Typing:
+			return s.validate(f.Typing)
+		case *parleyv1.ChatRequest_Edit:
+			return s.validate(f.Edit)
+		case *parleyv1.ChatRequest_Delete:
+			return s.validate(f.Delete)
 		default:
-			return invalid("empty or unknown frame; this server understands send, subscribe, unsubscribe and ping")
+			return invalid("empty or unknown frame; this server understands send, subscribe, unsubscribe, ping, delivered, read, typing, edit and delete")
 		}
 	}
 	return nil
@@ -153,12 +189,12 @@ func validClientMsgID(s string) error {
 	return nil
 }
 
-func (s *Service) validBody(body string) error {
-	if strings.TrimSpace(body) == "" {
+func (s *Service) validBody(body string, attachments int) error {
+	if strings.TrimSpace(body) == "" && attachments == 0 {
 		return invalid("body is empty")
 	}
 	if len(body) > s.opts.maxBody {
-		return invalid("body is %d bytes; at most %d", len(body), s.opts.maxBody)
+		return exhausted("message size", "body is %d bytes; at most %d (--max-body)", len(body), s.opts.maxBody)
 	}
 	if !utf8.ValidString(body) {
 		return invalid("body is not valid UTF-8")
@@ -173,7 +209,21 @@ func (s *Service) validSend(r *parleyv1.SendRequest) error {
 	if err := validClientMsgID(r.GetClientMessageId()); err != nil {
 		return err
 	}
-	return s.validBody(r.GetBody())
+	if n := len(r.GetAttachments()); n > maxAttachments {
+		return invalid("%d attachments; at most %d per message", n, maxAttachments)
+	}
+	return s.validBody(r.GetBody(), len(r.GetAttachments()))
+}
+
+// validTarget checks the address of an edit or delete.
+func validTarget(conv string, seq uint64, cmid string) error {
+	if err := validConvID(conv); err != nil {
+		return err
+	}
+	if seq == 0 {
+		return invalid("seq is 0: name the message to change by its seq")
+	}
+	return validClientMsgID(cmid)
 }
 
 func validPosition(p *parleyv1.SubscribePosition) error {

@@ -299,8 +299,11 @@ func (r *Router) tryPublish(m Message, ack AckFunc) (<-chan struct{}, error) {
 	}
 	f := &inflight{res: Result{Conv: m.Conv, Seq: seq, SentAt: now}, acks: []AckFunc{ack}}
 	shard.pending[key] = f
-	r.log.Append(store.Entry{Conv: m.Conv, Seq: seq, Sender: m.Sender, ClientMsgID: m.ClientMsgID, Data: data},
-		func(err error) { r.committed(c, e, shard, key, f, err) })
+	entry := store.Entry{Conv: m.Conv, Seq: seq, Sender: m.Sender, ClientMsgID: m.ClientMsgID, Data: data}
+	if msg.Kind == parleyv1.MessageKind_MESSAGE_KIND_EDIT || msg.Kind == parleyv1.MessageKind_MESSAGE_KIND_DELETE {
+		entry.Target, entry.Rewrite = m.TargetSeq, rewrite(msg)
+	}
+	r.log.Append(entry, func(err error) { r.committed(c, e, shard, key, f, err) })
 	return nil, nil
 }
 
@@ -343,6 +346,29 @@ func (r *Router) trim(c *conv) {
 	}
 }
 
+// rewrite returns how event changes the stored post it targets: an edit
+// replaces the body, a delete leaves a tombstone. Nothing changes a
+// tombstone, so an edit that raced a delete cannot bring the post back.
+func rewrite(event *parleyv1.Message) func(old []byte) ([]byte, error) {
+	return func(old []byte) ([]byte, error) {
+		var post parleyv1.Message
+		if err := proto.Unmarshal(old, &post); err != nil {
+			return nil, err
+		}
+		if post.GetDeleted() || post.GetSenderId() != event.GetSenderId() {
+			return nil, nil
+		}
+		switch event.GetKind() {
+		case parleyv1.MessageKind_MESSAGE_KIND_EDIT:
+			post.Body = event.GetBody()
+			post.EditedAt = event.GetSentAt()
+		case parleyv1.MessageKind_MESSAGE_KIND_DELETE:
+			post.Body, post.Attachments, post.Deleted = "", nil, true
+		}
+		return proto.Marshal(&post)
+	}
+}
+
 func duplicateAck(ack AckFunc) AckFunc {
 	return func(res Result, err error) {
 		res.Duplicate = true
@@ -366,9 +392,13 @@ func (r *Router) sentAt(conv string, seq uint64) (time.Time, error) {
 // wrap prefixes an encoded Message with the tag and length of field 1, which
 // turns it into an encoded ChatResponse or SubscribeResponse.
 func wrap(msg []byte) []byte {
-	b := make([]byte, 0, len(msg)+1+protowire.SizeVarint(uint64(len(msg))))
-	b = protowire.AppendTag(b, 1, protowire.BytesType)
-	return protowire.AppendBytes(b, msg)
+	return wrapField(1, msg)
+}
+
+func wrapField(field protowire.Number, data []byte) []byte {
+	b := make([]byte, 0, len(data)+1+protowire.SizeVarint(uint64(len(data))))
+	b = protowire.AppendTag(b, field, protowire.BytesType)
+	return protowire.AppendBytes(b, data)
 }
 
 // Catchup advances sub through conv from after: it returns up to max frames
@@ -424,6 +454,36 @@ func (r *Router) Catchup(convID string, after uint64, max int, sub Subscriber) (
 		next = recs[len(recs)-1].Seq
 	}
 	return frames, next, false, nil
+}
+
+// Event builds a frame for an ephemeral event (a receipt, typing): field is
+// the event's field number in ChatResponse and SubscribeResponse, which
+// share it. Event frames have Seq 0 and are never stored.
+func Event(conv string, field protowire.Number, m proto.Message) (*Frame, error) {
+	data, err := proto.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("router: encode event: %w", err)
+	}
+	return &Frame{Conv: conv, Data: wrapField(field, data)}, nil
+}
+
+// Broadcast delivers an event frame to conv's live subscribers, in order
+// with its messages. Subscribers still replaying miss it: events are not
+// stored.
+func (r *Router) Broadcast(convID string, f *Frame) {
+	r.mu.Lock()
+	c := r.convs[convID]
+	r.mu.Unlock()
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for s := range c.subs {
+		if !s.Deliver(f) {
+			delete(c.subs, s)
+		}
+	}
 }
 
 // Unsubscribe detaches sub from conv. Frames already queued stay queued.
