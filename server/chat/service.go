@@ -57,12 +57,12 @@ type Tokens interface {
 }
 
 type options struct {
-	maxBody     int
-	queue       int
-	heartbeat   time.Duration
-	replayPage  int
-	bcryptCost  int
-	maxSubs     int
+	maxBody       int
+	queue         int
+	heartbeat     time.Duration
+	replayPage    int
+	bcryptCost    int
+	maxSubs       int
 	maxInflight   int
 	maxStreams    int
 	maxAttachment int
@@ -159,11 +159,11 @@ type Service struct {
 // New returns the services over r and st, issuing tokens with tokens.
 func New(r Router, st Store, tokens Tokens, opts ...Option) (*Service, error) {
 	o := options{
-		maxBody:     16 << 10,
-		queue:       1024,
-		heartbeat:   15 * time.Second,
-		replayPage:  256,
-		maxSubs:     maxSubscribe,
+		maxBody:       16 << 10,
+		queue:         1024,
+		heartbeat:     15 * time.Second,
+		replayPage:    256,
+		maxSubs:       maxSubscribe,
 		maxInflight:   1024,
 		maxStreams:    16,
 		maxAttachment: 8 << 20,
