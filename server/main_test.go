@@ -116,9 +116,11 @@ func (u *user) reconnect(t testing.TB, n *node) {
 	u.convs = parleyv1.NewConversationServiceClient(u.conn)
 }
 
-// ctx is a bounded context carrying u's token.
+// ctx is a bounded context carrying u's token. The bound is generous:
+// it is there to end a hung test, not to judge speed, and the race detector
+// on a busy 2-core machine is slow.
 func (u *user) ctx(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
 	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+u.token)
 }
@@ -201,8 +203,8 @@ func (s *stream) next(t testing.TB) *parleyv1.ChatResponse {
 			t.Fatalf("stream ended: %v", <-s.done)
 		}
 		return f
-	case <-time.After(20 * time.Second):
-		t.Fatal("no frame within 20s")
+	case <-time.After(time.Minute):
+		t.Fatal("no frame within a minute")
 		return nil
 	}
 }
