@@ -25,6 +25,7 @@ import (
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
 	"github.com/parleychat/parley/server/auth"
 	"github.com/parleychat/parley/server/chat"
+	"github.com/parleychat/parley/server/notify"
 	"github.com/parleychat/parley/server/router"
 	"github.com/parleychat/parley/server/store"
 )
@@ -51,6 +52,9 @@ type Config struct {
 	TypingTTL     time.Duration // how long a typing indicator lasts unless renewed; default 6s
 	PresenceGrace time.Duration // how long after the last stream closes a user is announced offline; default 3s
 
+	WebhookURL    string // POSTed (JSON) for posts to members with no live stream; empty: off
+	WebhookSecret string // signs webhook bodies (X-Parley-Signature: sha256=<hmac>)
+
 	SigningKey      []byte        // HS256 key; default: generated once and kept in DataDir
 	TokenTTL        time.Duration // default 24h
 	ExternalIssuer  string        // iss of an external token issuer, with ExternalKeyFile
@@ -70,6 +74,7 @@ type Server struct {
 	store  *store.Store
 	router *router.Router
 	chat   *chat.Service
+	hook   *notify.Notifier // nil without a webhook
 	grpc   *grpc.Server
 	http   *http.Server
 	health *health.Server
@@ -179,6 +184,18 @@ func (s *Server) build() error {
 		copts = append(copts, chat.WithBcryptCost(cfg.BcryptCost))
 	}
 	copts = append(copts, chat.WithSendRate(cfg.SendRate), chat.WithTypingRate(cfg.TypingRate))
+	if cfg.WebhookURL != "" {
+		nopts := []notify.Option{notify.WithLogger(cfg.Logger)}
+		if cfg.WebhookSecret != "" {
+			nopts = append(nopts, notify.WithSecret(cfg.WebhookSecret))
+		}
+		if s.hook, err = notify.New(cfg.WebhookURL, nopts...); err != nil {
+			return fmt.Errorf("server: webhook: %w", err)
+		}
+		copts = append(copts, chat.WithWebhook(func(users []string, conv string, seq uint64, sender, preview string, sentAt time.Time) {
+			s.hook.Notify(notify.Event{UserIDs: users, ConversationID: conv, Seq: seq, SenderID: sender, Preview: preview, SentAt: sentAt})
+		}))
+	}
 	if cfg.MaxStreams != 0 {
 		copts = append(copts, chat.WithMaxStreams(cfg.MaxStreams))
 	}
@@ -329,6 +346,11 @@ func (s *Server) shutdown(ctx context.Context) error {
 	wg.Wait()
 	s.wg.Wait()
 	s.router.Close()
+	if s.hook != nil {
+		if err := s.hook.Close(ctx); err != nil {
+			s.log.Warn("webhook deliveries left undone", "err", err)
+		}
+	}
 	if err := s.store.Close(); err != nil {
 		return fmt.Errorf("server: close store: %w", err)
 	}

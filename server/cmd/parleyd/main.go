@@ -49,6 +49,8 @@ func run(args []string) error {
 	fs.Float64Var(&cfg.TypingRate, "typing-rate", 4, "typing updates per second each user may send (0: no limit)")
 	fs.IntVar(&cfg.MaxStreams, "max-streams", 16, "streams one user may have open at once")
 	fs.DurationVar(&cfg.TypingTTL, "typing-ttl", 6*time.Second, "how long a typing indicator lasts unless renewed")
+	fs.StringVar(&cfg.WebhookURL, "webhook-url", "", "URL POSTed (JSON) for each post to members with no live stream, for push notifications")
+	fs.StringVar(&cfg.WebhookSecret, "webhook-secret", "", "HMAC-SHA256 key signing webhook bodies (X-Parley-Signature header)")
 	fs.DurationVar(&cfg.PresenceGrace, "presence-grace", 3*time.Second, "how long after a user's last stream closes they are shown offline")
 	fs.StringVar(&signingKey, "jwt-key", "", "hex HS256 signing key (at least 32 bytes); empty: generated once and kept in the data dir")
 	fs.DurationVar(&cfg.TokenTTL, "token-ttl", 24*time.Hour, "lifetime of issued access tokens")
