@@ -144,7 +144,7 @@ func TestRestartKeepsAckedMessages(t *testing.T) {
 	}
 	alice.reconnect(t, n)
 	bob.reconnect(t, n)
-	h, err := bob.chat.History(bob.ctx(t), &parleyv1.HistoryRequest{ConversationId: conv, AfterSeq: 0, Limit: 100})
+	h, err := bob.chat.History(bob.ctx(t), &parleyv1.HistoryRequest{ConversationId: conv, Forward: true, Limit: 100})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -276,7 +276,7 @@ func TestEditAndDelete(t *testing.T) {
 	n.stop(t)
 	n = start(t, dir)
 	bob.reconnect(t, n)
-	h, err := bob.chat.History(bob.ctx(t), &parleyv1.HistoryRequest{ConversationId: conv, AfterSeq: 0 + 0, Limit: 10})
+	h, err := bob.chat.History(bob.ctx(t), &parleyv1.HistoryRequest{ConversationId: conv, Forward: true, Limit: 10})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -110,7 +110,7 @@ func (s *Service) History(ctx context.Context, req *parleyv1.HistoryRequest) (*p
 	}
 	var recs []store.Record
 	var more bool
-	if req.GetAfterSeq() != 0 {
+	if req.GetAfterSeq() != 0 || req.GetForward() {
 		recs, more, err = s.store.Range(conv, req.GetAfterSeq(), 0, limit)
 	} else {
 		recs, more, err = s.store.Before(conv, req.GetBeforeSeq(), limit)

@@ -90,7 +90,7 @@ func (s *Service) validate(req any) error {
 		if l := r.GetLimit(); l < 0 || l > maxHistoryLimit {
 			return invalid("limit is %d; it must be 0 (default %d) to %d", l, defHistoryLimit, maxHistoryLimit)
 		}
-		if r.GetAfterSeq() != 0 && r.GetBeforeSeq() != 0 {
+		if (r.GetAfterSeq() != 0 || r.GetForward()) && r.GetBeforeSeq() != 0 {
 			return invalid("set at most one of after_seq and before_seq")
 		}
 	case *parleyv1.SubscribeRequest:

@@ -1261,7 +1261,9 @@ func (x *Heartbeat) GetServerTime() *timestamppb.Timestamp {
 }
 
 // HistoryRequest asks for one page of a conversation's messages. Set at most
-// one of after_seq and before_seq; with neither, the newest page is returned.
+// one of after_seq and before_seq; with neither (and forward unset), the
+// newest page is returned. To page from the very first message, set forward
+// with after_seq 0.
 type HistoryRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// conversation_id names a conversation the caller is a member of.
@@ -1272,7 +1274,10 @@ type HistoryRequest struct {
 	BeforeSeq uint64 `protobuf:"varint,3,opt,name=before_seq,json=beforeSeq,proto3" json:"before_seq,omitempty"`
 	// limit is the page size, 1 to 500; 0 means 50. Negative is
 	// INVALID_ARGUMENT.
-	Limit         int32 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	Limit int32 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	// forward pages forward from after_seq even when it is 0. It is implied
+	// when after_seq is set; it cannot be combined with before_seq.
+	Forward       bool `protobuf:"varint,5,opt,name=forward,proto3" json:"forward,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1333,6 +1338,13 @@ func (x *HistoryRequest) GetLimit() int32 {
 		return x.Limit
 	}
 	return 0
+}
+
+func (x *HistoryRequest) GetForward() bool {
+	if x != nil {
+		return x.Forward
+	}
+	return false
 }
 
 // HistoryResponse is one page of messages, oldest first.
@@ -2205,13 +2217,14 @@ const file_parley_v1_chat_proto_rawDesc = "" +
 	"\x05frame\"H\n" +
 	"\tHeartbeat\x12;\n" +
 	"\vserver_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"serverTime\"\x8b\x01\n" +
+	"serverTime\"\xa5\x01\n" +
 	"\x0eHistoryRequest\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x1b\n" +
 	"\tafter_seq\x18\x02 \x01(\x04R\bafterSeq\x12\x1d\n" +
 	"\n" +
 	"before_seq\x18\x03 \x01(\x04R\tbeforeSeq\x12\x14\n" +
-	"\x05limit\x18\x04 \x01(\x05R\x05limit\"\x8d\x01\n" +
+	"\x05limit\x18\x04 \x01(\x05R\x05limit\x12\x18\n" +
+	"\aforward\x18\x05 \x01(\bR\aforward\"\x8d\x01\n" +
 	"\x0fHistoryResponse\x12.\n" +
 	"\bmessages\x18\x01 \x03(\v2\x12.parley.v1.MessageR\bmessages\x12\x19\n" +
 	"\bhas_more\x18\x02 \x01(\bR\ahasMore\x12\x19\n" +
