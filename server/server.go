@@ -46,6 +46,8 @@ type Config struct {
 	MaxBody   int           // bytes; default 16384
 	Heartbeat time.Duration // Subscribe heartbeat interval; default 15s
 
+	MaxAttachment int // largest attachment in bytes; default 8 MiB
+
 	SendRate      float64       // sends per second per user (bursts of twice that); 0: no limit
 	TypingRate    float64       // typing updates per second per user; 0: no limit
 	MaxStreams    int           // open streams per user; default 16
@@ -132,8 +134,20 @@ func (s *Server) window() uint64 {
 	return s.cfg.Window
 }
 
+func (s *Server) maxAttachment() int {
+	if s.cfg.MaxAttachment == 0 {
+		return 8 << 20
+	}
+	return s.cfg.MaxAttachment
+}
+
 func (s *Server) build() error {
 	cfg := s.cfg
+	// A file is held in memory whole and written in one transaction, and
+	// protobuf cannot encode a message of 2 GiB.
+	if m := s.maxAttachment(); m <= 0 || m > 1<<30 {
+		return fmt.Errorf("server: max attachment must be 1 byte to 1 GiB, got %d", m)
+	}
 	var ropts []router.Option
 	ropts = append(ropts, router.WithWindow(s.window()))
 	if cfg.Tail != 0 {
@@ -170,7 +184,7 @@ func (s *Server) build() error {
 		return err
 	}
 
-	copts := []chat.Option{chat.WithLogger(cfg.Logger)}
+	copts := []chat.Option{chat.WithLogger(cfg.Logger), chat.WithMaxAttachment(s.maxAttachment())}
 	if cfg.Queue != 0 {
 		copts = append(copts, chat.WithQueue(cfg.Queue))
 	}
@@ -213,6 +227,8 @@ func (s *Server) build() error {
 
 	s.grpc = grpc.NewServer(
 		grpc.ForceServerCodecV2(chat.Codec()),
+		// An upload is one message: the file plus room for its name and type.
+		grpc.MaxRecvMsgSize(s.maxAttachment()+64<<10),
 		grpc.ChainUnaryInterceptor(unaryInterceptors(s.log, authn, svc.Validate)...),
 		grpc.ChainStreamInterceptor(streamInterceptors(s.log, authn, svc.Validate)...),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
@@ -221,6 +237,7 @@ func (s *Server) build() error {
 	parleyv1.RegisterAuthServiceServer(s.grpc, svc)
 	parleyv1.RegisterConversationServiceServer(s.grpc, svc)
 	parleyv1.RegisterChatServiceServer(s.grpc, svc)
+	parleyv1.RegisterAttachmentServiceServer(s.grpc, svc)
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)

@@ -44,6 +44,7 @@ func run(args []string) error {
 	fs.IntVar(&cfg.Tail, "tail", 256, "committed messages per conversation kept in memory for catch-up")
 	fs.IntVar(&cfg.Queue, "queue", 1024, "frames queued per stream before it is cut as a slow consumer")
 	fs.IntVar(&cfg.MaxBody, "max-body", 16<<10, "largest message body in bytes")
+	fs.IntVar(&cfg.MaxAttachment, "max-attachment", 8<<20, "largest attachment in bytes (uploads are one gRPC message of up to this plus 64 KiB)")
 	fs.DurationVar(&cfg.Heartbeat, "heartbeat", 15*time.Second, "interval of heartbeats on Subscribe streams")
 	fs.Float64Var(&cfg.SendRate, "send-rate", 100, "messages per second each user may send, in bursts of twice that (0: no limit)")
 	fs.Float64Var(&cfg.TypingRate, "typing-rate", 4, "typing updates per second each user may send (0: no limit)")
