@@ -67,9 +67,13 @@ func (ErrorEvent) event()      {}
 type State int
 
 // The states a Session moves through. A Session starts Connecting, goes to
-// Connected when its stream opens, to Disconnected (and back to Connecting
-// after a backoff) whenever the stream breaks, and ends Stopped when the
-// server refuses its token. Close ends a Session without a Stopped event.
+// Connected when the server first answers on a new stream (at once, since
+// the Session pings as soon as the stream opens), to Disconnected (and back
+// to Connecting after a backoff) whenever the stream breaks, and ends
+// Stopped when the server refuses its token. A stream that the server ends
+// without a word, such as one refused during a shutdown, goes from
+// Connecting straight to Disconnected. Close ends a Session without a
+// Stopped event.
 const (
 	StateConnecting State = iota + 1
 	StateConnected

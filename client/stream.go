@@ -63,7 +63,8 @@ func (s *Session) run() {
 
 // runStream opens one Chat stream, starts its writer, reads it until it
 // breaks and waits for the writer to exit. worked says whether the server
-// sent anything at all.
+// sent anything at all; the StateConnected event comes with the first
+// frame.
 func (s *Session) runStream() (worked bool, err error) {
 	ctx, cancel := context.WithCancelCause(s.ctx)
 	defer cancel(nil)
@@ -84,9 +85,6 @@ func (s *Session) runStream() (worked bool, err error) {
 	s.resetStreamLocked()
 	s.mu.Unlock()
 	s.wake()
-	if !s.emit(StateEvent{State: StateConnected}) {
-		return false, ErrClosed
-	}
 
 	var wg sync.WaitGroup
 	wg.Go(func() { s.write(ctx, cancel, stream) })
@@ -106,7 +104,15 @@ func (s *Session) runStream() (worked bool, err error) {
 			}
 			return worked, fmt.Errorf("chat stream: %w", err)
 		}
-		worked = true
+		if !worked {
+			// Only an answer shows that the server took the stream: one
+			// that refuses the token, or is shutting down, lets it open
+			// and ends it at once.
+			worked = true
+			if !s.emit(StateEvent{State: StateConnected}) {
+				return worked, ErrClosed
+			}
+		}
 		if !s.handle(resp) {
 			return worked, ErrClosed
 		}
