@@ -13,7 +13,11 @@ import (
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// The server that the end-to-end tests start pulls in the grpc-web wrapper,
+// whose timer package starts a goroutine in its init; it is not ours.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/desertbit/timer.timerRoutine"))
+}
 
 const conv = "room:lobby"
 
@@ -51,10 +55,12 @@ func fast(extra ...client.SessionOption) []client.SessionOption {
 	}, extra...)
 }
 
-// recorder reads a Session's events into a list that tests poll.
+// recorder reads a Session's events into a list that tests poll. Paused,
+// it stops taking events, as an application that is busy elsewhere would.
 type recorder struct {
-	mu     sync.Mutex
+	mu     sync.Mutex // protects events and gate
 	events []client.Event
+	gate   chan struct{} // non-nil while paused; closed by resume
 	closed chan struct{}
 }
 
@@ -68,13 +74,46 @@ func record(t *testing.T, c *client.Client, opts ...client.SessionOption) (*clie
 	r := &recorder{closed: make(chan struct{})}
 	go func() {
 		defer close(r.closed)
-		for ev := range s.Events() {
+		for {
+			r.mu.Lock()
+			gate := r.gate
+			r.mu.Unlock()
+			if gate != nil {
+				<-gate
+			}
+			ev, ok := <-s.Events()
+			if !ok {
+				return
+			}
 			r.mu.Lock()
 			r.events = append(r.events, ev)
 			r.mu.Unlock()
 		}
 	}()
+	// Cleanups run last-in first-out: this one lets a paused recorder go
+	// before the Session is closed.
+	t.Cleanup(r.resume)
 	return s, r
+}
+
+// pause makes the recorder stop taking events after the one it may be
+// waiting for already.
+func (r *recorder) pause() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.gate == nil {
+		r.gate = make(chan struct{})
+	}
+}
+
+// resume undoes pause.
+func (r *recorder) resume() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.gate != nil {
+		close(r.gate)
+		r.gate = nil
+	}
 }
 
 func (r *recorder) all() []client.Event {

@@ -19,7 +19,11 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// The server that the end-to-end tests start pulls in the grpc-web wrapper,
+// whose timer package starts a goroutine in its init; it is not ours.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/desertbit/timer.timerRoutine"))
+}
 
 func testCtx(t *testing.T) context.Context {
 	t.Helper()

@@ -20,11 +20,11 @@ type user struct {
 	env map[string]string
 }
 
-func newUser(t *testing.T, srv *fakeserver.Server, name string) *user {
+func newUser(t *testing.T, addr, name string) *user {
 	t.Helper()
 	u := &user{t: t, env: map[string]string{
 		"PARLEY_CONFIG_DIR": t.TempDir(),
-		"PARLEY_SERVER":     srv.Addr(),
+		"PARLEY_SERVER":     addr,
 		"PARLEY_PASSWORD":   "password-" + name,
 	}}
 	u.ok("register", name)
@@ -64,7 +64,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 
 func TestRegisterLoginLogout(t *testing.T) {
 	srv := fakeserver.New(t)
-	alice := newUser(t, srv, "alice")
+	alice := newUser(t, srv.Addr(), "alice")
 
 	path := filepath.Join(alice.env["PARLEY_CONFIG_DIR"], "config.json")
 	cfg, err := LoadConfig(alice.env["PARLEY_CONFIG_DIR"])
@@ -103,9 +103,9 @@ func TestRegisterLoginLogout(t *testing.T) {
 
 func TestConversationCommands(t *testing.T) {
 	srv := fakeserver.New(t)
-	alice := newUser(t, srv, "alice")
-	bob := newUser(t, srv, "bob")
-	newUser(t, srv, "carol")
+	alice := newUser(t, srv.Addr(), "alice")
+	bob := newUser(t, srv.Addr(), "bob")
+	newUser(t, srv.Addr(), "carol")
 
 	if got := alice.ok("room", "create", "lobby", "--title", "The Lobby"); got != "room:lobby\n" {
 		t.Errorf("room create printed %q", got)
@@ -173,8 +173,8 @@ func TestConversationCommands(t *testing.T) {
 
 func TestListen(t *testing.T) {
 	srv := fakeserver.New(t)
-	alice := newUser(t, srv, "alice")
-	bob := newUser(t, srv, "bob")
+	alice := newUser(t, srv.Addr(), "alice")
+	bob := newUser(t, srv.Addr(), "bob")
 	alice.ok("room", "create", "lobby")
 	bob.ok("room", "join", "lobby")
 	alice.ok("send", "room:lobby", "before listening")
@@ -220,8 +220,8 @@ func TestListen(t *testing.T) {
 
 func TestChat(t *testing.T) {
 	srv := fakeserver.New(t)
-	alice := newUser(t, srv, "alice")
-	bob := newUser(t, srv, "bob")
+	alice := newUser(t, srv.Addr(), "alice")
+	bob := newUser(t, srv.Addr(), "bob")
 	alice.ok("room", "create", "lobby")
 	bob.ok("room", "join", "lobby")
 	bob.ok("send", "room:lobby", "earlier")
