@@ -186,6 +186,28 @@ var (
 	}
 )
 
+// serve runs the writer on its own goroutine and returns as soon as the
+// stream is over. A client that stops reading leaves SendMsg blocked on
+// flow control, and nothing else unblocks it; returning from the handler
+// does (gRPC then ends the stream), so a cut slow consumer or a shutdown
+// never waits for the client.
+func (o *outbound) serve(stream grpc.ServerStream, kind streamKind) error {
+	done := make(chan error, 1)
+	o.svc.streams.Add(1)
+	go func() {
+		defer o.svc.streams.Done()
+		done <- o.run(stream, kind)
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-o.ctx.Done():
+		return o.reason()
+	case <-o.svc.shutdown:
+		return errShutdown
+	}
+}
+
 // run is the writer loop. It interleaves queued frames with pages of the
 // subscriptions still replaying, so a long catch-up of one conversation
 // does not starve the live traffic of the others. It returns when the
@@ -324,7 +346,7 @@ func (s *Service) Chat(stream grpc.BidiStreamingServer[parleyv1.ChatRequest, par
 		defer s.streams.Done()
 		o.read(stream)
 	}()
-	return toStatus(o.run(stream, chatStream))
+	return toStatus(o.serve(stream, chatStream))
 }
 
 // read is the Chat stream's reader.
@@ -513,5 +535,5 @@ func (s *Service) Subscribe(req *parleyv1.SubscribeRequest, stream grpc.ServerSt
 		return toStatus(err)
 	}
 	defer closeStream()
-	return toStatus(o.run(stream, subscribeStream))
+	return toStatus(o.serve(stream, subscribeStream))
 }
