@@ -31,6 +31,16 @@ func (s *stream) event(t testing.TB, what string, pred func(*parleyv1.ChatRespon
 	}
 }
 
+// connect opens a stream and waits until the server has it: a client
+// stream reaches the server with its first frame.
+func (u *user) connect(t testing.TB) *stream {
+	t.Helper()
+	s := u.open(t)
+	s.send(t, &parleyv1.ChatRequest{Frame: &parleyv1.ChatRequest_Ping{Ping: &parleyv1.Ping{Nonce: 7}}})
+	s.event(t, "pong", func(f *parleyv1.ChatResponse) bool { return f.GetPong().GetNonce() == 7 })
+	return s
+}
+
 func (s *stream) send(t testing.TB, req *parleyv1.ChatRequest) {
 	t.Helper()
 	if err := s.c.Send(req); err != nil {
@@ -167,7 +177,7 @@ func TestPresenceTwoDevices(t *testing.T) {
 	n := start(t, "", func(c *Config) { c.PresenceGrace = 50 * time.Millisecond })
 	alice, bob := register(t, n, "alice"), register(t, n, "bob")
 	room(t, alice, "presence", bob)
-	as := alice.open(t)
+	as := alice.connect(t)
 
 	isBob := func(online bool) func(*parleyv1.ChatResponse) bool {
 		return func(f *parleyv1.ChatResponse) bool {
@@ -175,9 +185,9 @@ func TestPresenceTwoDevices(t *testing.T) {
 			return p != nil && p.GetUserId() == bob.id && p.GetOnline() == online
 		}
 	}
-	phone := bob.open(t)
+	phone := bob.connect(t)
 	as.event(t, "bob online", isBob(true))
-	laptop := bob.open(t)
+	laptop := bob.connect(t)
 
 	presence := func() *parleyv1.Presence {
 		t.Helper()
@@ -341,12 +351,8 @@ func TestLimits(t *testing.T) {
 		}
 	})
 	t.Run("streams per user", func(t *testing.T) {
-		// A client stream reaches the server with its first frame.
-		for i := 0; i < 2; i++ {
-			s := alice.open(t)
-			s.send(t, &parleyv1.ChatRequest{Frame: &parleyv1.ChatRequest_Ping{Ping: &parleyv1.Ping{Nonce: 1}}})
-			s.event(t, "pong", func(f *parleyv1.ChatResponse) bool { return f.GetPong() != nil })
-		}
+		alice.connect(t)
+		alice.connect(t)
 		third := alice.open(t)
 		third.c.Send(&parleyv1.ChatRequest{Frame: &parleyv1.ChatRequest_Ping{Ping: &parleyv1.Ping{Nonce: 1}}})
 		for range third.frames {

@@ -24,11 +24,21 @@ func (s *Service) publish(ctx context.Context, user string, req *parleyv1.SendRe
 	if !s.sendRate.allow(user, time.Now()) {
 		return s.rateError()
 	}
+	// Attachments are granted to the conversation before delivery: members
+	// may download them as soon as the message reaches them.
+	atts, err := s.resolveAttachments(user, req.GetAttachments())
+	if err != nil {
+		return err
+	}
+	if err := s.attachmentsSent(req.GetConversationId(), atts); err != nil {
+		return err
+	}
 	m := router.Message{
 		Conv:        req.GetConversationId(),
 		Sender:      user,
 		ClientMsgID: req.GetClientMessageId(),
 		Body:        req.GetBody(),
+		Attachments: atts,
 	}
 	err = s.router.Publish(ctx, m, func(res router.Result, err error) {
 		if err == nil && !res.Duplicate {

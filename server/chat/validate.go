@@ -16,7 +16,6 @@ const (
 	maxTitle        = 128
 	maxGroupMembers = 1000
 	maxSubscribe    = 256
-	maxAttachments  = 10
 	maxPresence     = 1000
 	maxHistoryLimit = 500
 	defHistoryLimit = 50
@@ -209,8 +208,8 @@ func (s *Service) validSend(r *parleyv1.SendRequest) error {
 	if err := validClientMsgID(r.GetClientMessageId()); err != nil {
 		return err
 	}
-	if n := len(r.GetAttachments()); n > maxAttachments {
-		return invalid("%d attachments; at most %d per message", n, maxAttachments)
+	if err := validAttachments(r.GetAttachments()); err != nil {
+		return err
 	}
 	return s.validBody(r.GetBody(), len(r.GetAttachments()))
 }
