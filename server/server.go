@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"time"
 
@@ -25,6 +26,7 @@ import (
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
 	"github.com/parleychat/parley/server/auth"
 	"github.com/parleychat/parley/server/chat"
+	"github.com/parleychat/parley/server/metrics"
 	"github.com/parleychat/parley/server/notify"
 	"github.com/parleychat/parley/server/router"
 	"github.com/parleychat/parley/server/store"
@@ -65,6 +67,7 @@ type Config struct {
 
 	CORSOrigins     []string      // origins allowed to call grpc-web from other sites; "*" for any
 	ShutdownTimeout time.Duration // default 10s
+	Pprof           bool          // serve net/http/pprof under /debug/pprof/
 	Web             fs.FS         // browser app served at /; nil serves nothing there
 	Logger          *slog.Logger  // default slog.Default()
 }
@@ -80,6 +83,7 @@ type Server struct {
 	grpc   *grpc.Server
 	http   *http.Server
 	health *health.Server
+	stats  *metrics.Metrics
 
 	lis  net.Listener
 	mux  cmux.CMux
@@ -102,7 +106,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger}
+	s := &Server{cfg: cfg, log: cfg.Logger, stats: metrics.New()}
 
 	var sopts []store.Option
 	if cfg.BatchSize != 0 {
@@ -111,7 +115,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.FlushInterval != 0 {
 		sopts = append(sopts, store.WithFlushInterval(cfg.FlushInterval))
 	}
-	sopts = append(sopts, store.WithNoSync(cfg.NoSync), store.WithLogger(cfg.Logger))
+	sopts = append(sopts, store.WithNoSync(cfg.NoSync), store.WithLogger(cfg.Logger), store.WithCommitObserver(s.stats.Commit))
 	st, err := store.Open(cfg.DataDir, sopts...)
 	if err != nil {
 		return nil, err
@@ -149,7 +153,7 @@ func (s *Server) build() error {
 		return fmt.Errorf("server: max attachment must be 1 byte to 1 GiB, got %d", m)
 	}
 	var ropts []router.Option
-	ropts = append(ropts, router.WithWindow(s.window()))
+	ropts = append(ropts, router.WithWindow(s.window()), router.WithAckObserver(s.stats.Ack))
 	if cfg.Tail != 0 {
 		ropts = append(ropts, router.WithTail(cfg.Tail))
 	}
@@ -229,8 +233,8 @@ func (s *Server) build() error {
 		grpc.ForceServerCodecV2(chat.Codec()),
 		// An upload is one message: the file plus room for its name and type.
 		grpc.MaxRecvMsgSize(s.maxAttachment()+64<<10),
-		grpc.ChainUnaryInterceptor(unaryInterceptors(s.log, authn, svc.Validate)...),
-		grpc.ChainStreamInterceptor(streamInterceptors(s.log, authn, svc.Validate)...),
+		grpc.ChainUnaryInterceptor(append([]grpc.UnaryServerInterceptor{s.stats.GRPC.UnaryServerInterceptor()}, unaryInterceptors(s.log, authn, svc.Validate)...)...),
+		grpc.ChainStreamInterceptor(append([]grpc.StreamServerInterceptor{s.stats.GRPC.StreamServerInterceptor()}, streamInterceptors(s.log, authn, svc.Validate)...)...),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	)
@@ -241,6 +245,8 @@ func (s *Server) build() error {
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
+	s.stats.GRPC.InitializeMetrics(s.grpc)
+	s.stats.Watch(r, svc)
 
 	web := grpcweb.WrapServer(s.grpc,
 		grpcweb.WithWebsockets(false),
@@ -275,6 +281,14 @@ func (s *Server) httpHandler(web *grpcweb.WrappedGrpcServer) http.Handler {
 		}
 		fmt.Fprintln(w, "ok")
 	})
+	mux.Handle("GET /metrics", s.stats.Handler())
+	if s.cfg.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	if s.cfg.Web != nil {
 		mux.Handle("GET /", http.FileServerFS(s.cfg.Web))
 	}

@@ -149,8 +149,9 @@ type Service struct {
 	sendRate   *rateLimiter
 	typingRate *rateLimiter
 
-	posts        chan post // durable posts waiting for notifications
-	droppedNotes atomic.Uint64
+	posts         chan post // durable posts waiting for notifications
+	droppedNotes  atomic.Uint64
+	slowConsumers atomic.Uint64
 
 	shutdown     chan struct{} // closed by Shutdown: streaming handlers return UNAVAILABLE
 	shutdownOnce sync.Once
@@ -225,6 +226,32 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// Stats are the services' counters and gauges, for metrics.
+type Stats struct {
+	Streams              int    // open Chat and Subscribe streams
+	QueuedFrames         int    // frames waiting in all streams' queues
+	MaxQueueDepth        int    // the fullest stream queue
+	SlowConsumers        uint64 // streams cut for not keeping up, since start
+	NotificationsDropped uint64 // notifications dropped because their queue was full
+}
+
+// Stats returns the current figures. It is safe for concurrent use; it
+// walks every open stream, so call it at scrape time, not per message.
+func (s *Service) Stats() Stats {
+	st := Stats{SlowConsumers: s.slowConsumers.Load(), NotificationsDropped: s.droppedNotes.Load()}
+	s.hub.mu.Lock()
+	defer s.hub.mu.Unlock()
+	for _, set := range s.hub.streams {
+		for o := range set {
+			st.Streams++
+			n := len(o.q)
+			st.QueuedFrames += n
+			st.MaxQueueDepth = max(st.MaxQueueDepth, n)
+		}
+	}
+	return st
 }
 
 func (s *Service) shuttingDown() bool {

@@ -158,6 +158,7 @@ func (o *outbound) push(item any) bool {
 	default:
 	}
 	if o.ctx.Err() == nil {
+		o.svc.slowConsumers.Add(1)
 		o.cancel(fmt.Errorf("%w: slow consumer: %d frames are waiting to be sent on this stream; reconnect and resume from your last seq",
 			errExhausted, cap(o.q)))
 	}

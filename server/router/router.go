@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -92,6 +93,7 @@ type AckFunc func(Result, error)
 var ErrClosed = errors.New("router: closed")
 
 type options struct {
+	ackObs func(time.Duration)
 	tail   int
 	window uint64
 	now    func() time.Time
@@ -109,6 +111,10 @@ func WithTail(n int) Option { return func(o *options) { o.tail = n } }
 // no seq that may have been delivered is handed out twice.
 func WithWindow(w uint64) Option { return func(o *options) { o.window = w } }
 
+// WithAckObserver is told, for every durable message, how long it took from
+// sequencing to the commit: the wait a sender's ack adds to delivery.
+func WithAckObserver(f func(time.Duration)) Option { return func(o *options) { o.ackObs = f } }
+
 // WithClock replaces time.Now, for tests.
 func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
 
@@ -119,6 +125,9 @@ type Router struct {
 	seed maphash.Seed
 
 	shards [64]dedupShard
+
+	// Counters for metrics; see Stats.
+	routed, delivered, pending, subs atomic.Int64
 
 	mu     sync.Mutex       // protects convs and closed
 	convs  map[string]*conv // conversations touched since start
@@ -292,11 +301,9 @@ func (r *Router) tryPublish(m Message, ack AckFunc) (<-chan struct{}, error) {
 	c.last = seq
 	e := &entry{frame: &Frame{Conv: m.Conv, Seq: seq, Data: wrap(data)}}
 	c.tail = append(c.tail, e)
-	for s := range c.subs {
-		if !s.Deliver(e.frame) {
-			delete(c.subs, s)
-		}
-	}
+	r.deliver(c, e.frame)
+	r.routed.Add(1)
+	r.pending.Add(1)
 	f := &inflight{res: Result{Conv: m.Conv, Seq: seq, SentAt: now}, acks: []AckFunc{ack}}
 	shard.pending[key] = f
 	entry := store.Entry{Conv: m.Conv, Seq: seq, Sender: m.Sender, ClientMsgID: m.ClientMsgID, Data: data}
@@ -319,6 +326,10 @@ func (r *Router) committed(c *conv, e *entry, shard *dedupShard, key dedupKey, f
 	r.trim(c)
 	c.mu.Unlock()
 
+	r.pending.Add(-1)
+	if err == nil && r.opts.ackObs != nil {
+		r.opts.ackObs(r.opts.now().Sub(f.res.SentAt))
+	}
 	shard.mu.Lock()
 	delete(shard.pending, key)
 	acks := f.acks
@@ -413,7 +424,7 @@ func (r *Router) Catchup(convID string, after uint64, max int, sub Subscriber) (
 		return nil, after, false, err
 	}
 	if after >= c.last {
-		c.subs[sub] = struct{}{}
+		r.attach(c, sub)
 		c.mu.Unlock()
 		return nil, after, true, nil
 	}
@@ -430,7 +441,7 @@ func (r *Router) Catchup(convID string, after uint64, max int, sub Subscriber) (
 			frames = append(frames, e.frame)
 			next = e.frame.Seq
 		}
-		c.subs[sub] = struct{}{}
+		r.attach(c, sub)
 		head := c.last
 		c.mu.Unlock()
 		return frames, head, true, nil
@@ -479,11 +490,33 @@ func (r *Router) Broadcast(convID string, f *Frame) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	r.deliver(c, f)
+}
+
+// deliver hands f to every live subscriber of c and forgets those that
+// refuse it. c.mu must be held.
+func (r *Router) deliver(c *conv, f *Frame) {
 	for s := range c.subs {
-		if !s.Deliver(f) {
+		if s.Deliver(f) {
+			r.delivered.Add(1)
+		} else {
 			delete(c.subs, s)
+			r.subs.Add(-1)
 		}
 	}
+}
+
+// Stats are the router's counters since start.
+type Stats struct {
+	Routed        int64 // messages sequenced
+	Deliveries    int64 // frames handed to subscribers (messages and events)
+	Pending       int64 // messages sequenced but not yet committed: the write-behind lag
+	Subscriptions int64 // live (conversation, subscriber) pairs
+}
+
+// Stats returns the counters. It is safe for concurrent use.
+func (r *Router) Stats() Stats {
+	return Stats{Routed: r.routed.Load(), Deliveries: r.delivered.Load(), Pending: r.pending.Load(), Subscriptions: r.subs.Load()}
 }
 
 // Unsubscribe detaches sub from conv. Frames already queued stay queued.
@@ -495,8 +528,19 @@ func (r *Router) Unsubscribe(convID string, sub Subscriber) {
 		return
 	}
 	c.mu.Lock()
-	delete(c.subs, sub)
+	if _, ok := c.subs[sub]; ok {
+		delete(c.subs, sub)
+		r.subs.Add(-1)
+	}
 	c.mu.Unlock()
+}
+
+// attach adds sub to c's live subscribers. c.mu must be held.
+func (r *Router) attach(c *conv, sub Subscriber) {
+	if _, ok := c.subs[sub]; !ok {
+		c.subs[sub] = struct{}{}
+		r.subs.Add(1)
+	}
 }
 
 // Head returns the newest seq handed out in conv, durable or not.

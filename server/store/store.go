@@ -47,6 +47,7 @@ var (
 )
 
 type options struct {
+	observe       CommitObserver
 	batchSize     int
 	flushInterval time.Duration
 	noSync        bool
@@ -73,6 +74,14 @@ func WithNoSync(b bool) Option { return func(o *options) { o.noSync = b } }
 // blocks; the bound is the backpressure that keeps memory flat when the
 // disk is slower than the senders.
 func WithQueue(n int) Option { return func(o *options) { o.queue = n } }
+
+// CommitObserver is told about every group commit: how many jobs it held,
+// how long the transaction took, how much of that was writing pages and
+// syncing them, and whether it failed. It runs on the writer goroutine.
+type CommitObserver func(jobs int, total, write time.Duration, err error)
+
+// WithCommitObserver sets the observer, for metrics.
+func WithCommitObserver(f CommitObserver) Option { return func(o *options) { o.observe = f } }
 
 // WithLogger sets the logger for commit failures.
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
@@ -279,7 +288,20 @@ func (s *Store) writer() {
 		if timer != nil {
 			timer.Stop() // since Go 1.23 a stopped timer delivers no stale tick
 		}
-		err := s.db.Update(func(tx *bolt.Tx) error { return commitBatch(tx, batch) })
+		start := time.Now()
+		var write time.Duration
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			if err := commitBatch(tx, batch); err != nil {
+				return err
+			}
+			// The page writes and their fsync happen in Commit, after this
+			// returns; WriteTime is read back below.
+			tx.OnCommit(func() { st := tx.Stats(); write = st.GetWriteTime() })
+			return nil
+		})
+		if s.opts.observe != nil {
+			s.opts.observe(len(batch), time.Since(start), write, err)
+		}
 		if err != nil {
 			s.opts.logger.Error("store: commit failed", "messages", len(batch), "err", err)
 			err = fmt.Errorf("store: commit: %w", err)

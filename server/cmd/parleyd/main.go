@@ -61,6 +61,7 @@ func run(args []string) error {
 	fs.StringVar(&cors, "cors-origins", "", "comma-separated origins allowed to call grpc-web cross-site (\"*\" for any)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful stop may take before connections are cut")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on the HTTP side")
 	if err := envDefaults(fs); err != nil {
 		return err
 	}

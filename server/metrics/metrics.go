@@ -1,0 +1,103 @@
+// Package metrics holds a node's Prometheus metrics: gRPC server metrics
+// from go-grpc-middleware, and the router's, the log's and the streams' own.
+// The core packages know nothing of Prometheus: they expose counters and
+// observer hooks, and this package turns them into collectors.
+package metrics
+
+import (
+	"net/http"
+	"time"
+
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/parleychat/parley/server/chat"
+	"github.com/parleychat/parley/server/router"
+)
+
+// Metrics is one node's registry. Its observer methods are safe for
+// concurrent use and cheap enough for the hot path.
+type Metrics struct {
+	reg  *prometheus.Registry
+	GRPC *grpcprom.ServerMetrics
+
+	batch  prometheus.Histogram
+	commit prometheus.Histogram
+	fsync  prometheus.Histogram
+	ack    prometheus.Histogram
+	fails  prometheus.Counter
+}
+
+// latency buckets from 50µs to about 3s.
+var latency = prometheus.ExponentialBuckets(50e-6, 2, 17)
+
+// New builds the registry with Go runtime and process collectors.
+func New() *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		GRPC: grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
+			grpcprom.WithHistogramBuckets(latency))),
+		batch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "parley_log_batch_size", Help: "Messages and receipts per group commit.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 12),
+		}),
+		commit: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "parley_log_commit_seconds", Help: "Duration of a group commit transaction, fsync included.", Buckets: latency,
+		}),
+		fsync: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "parley_log_fsync_seconds", Help: "Time a group commit spent writing and syncing pages.", Buckets: latency,
+		}),
+		ack: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "parley_ack_latency_seconds", Help: "From sequencing a message to its durable commit: what the sender's ack waits.", Buckets: latency,
+		}),
+		fails: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "parley_log_commit_failures_total", Help: "Group commits that failed; their senders got errors, not acks.",
+		}),
+	}
+	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.GRPC, m.batch, m.commit, m.fsync, m.ack, m.fails)
+	return m
+}
+
+// Commit observes one group commit; it has the store.CommitObserver shape.
+func (m *Metrics) Commit(jobs int, total, write time.Duration, err error) {
+	if err != nil {
+		m.fails.Inc()
+		return
+	}
+	m.batch.Observe(float64(jobs))
+	m.commit.Observe(total.Seconds())
+	m.fsync.Observe(write.Seconds())
+}
+
+// Ack observes the durable wait of one message.
+func (m *Metrics) Ack(d time.Duration) { m.ack.Observe(d.Seconds()) }
+
+// Watch registers gauges and counters read from the router and the
+// services at scrape time.
+func (m *Metrics) Watch(r *router.Router, svc *chat.Service) {
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	counter := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f)
+	}
+	m.reg.MustRegister(
+		counter("parley_messages_routed_total", "Messages sequenced by the router.", func() float64 { return float64(r.Stats().Routed) }),
+		counter("parley_fanout_deliveries_total", "Frames handed to subscribers' queues.", func() float64 { return float64(r.Stats().Deliveries) }),
+		gauge("parley_write_behind_pending", "Messages delivered but not yet committed: the write-behind lag.", func() float64 { return float64(r.Stats().Pending) }),
+		gauge("parley_subscriptions", "Live (conversation, stream) subscriptions.", func() float64 { return float64(r.Stats().Subscriptions) }),
+		gauge("parley_streams", "Open Chat and Subscribe streams.", func() float64 { return float64(svc.Stats().Streams) }),
+		gauge("parley_stream_queue_frames", "Frames waiting in all streams' outbound queues.", func() float64 { return float64(svc.Stats().QueuedFrames) }),
+		gauge("parley_stream_queue_depth_max", "Frames waiting in the fullest stream queue.", func() float64 { return float64(svc.Stats().MaxQueueDepth) }),
+		counter("parley_slow_consumer_disconnects_total", "Streams cut for not keeping up.", func() float64 { return float64(svc.Stats().SlowConsumers) }),
+		counter("parley_notifications_dropped_total", "Notifications dropped because their queue was full.", func() float64 { return float64(svc.Stats().NotificationsDropped) }),
+	)
+}
+
+// Handler serves the registry in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
