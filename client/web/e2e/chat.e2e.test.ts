@@ -94,7 +94,7 @@ function needs(ctx: { skip: (note?: string) => void }, feature: string) {
 
 beforeAll(async () => {
   await mkdir(artifacts, { recursive: true });
-  server = new Server(await freePort(), await tempDir("data"), ["--heartbeat", "2s"]);
+  server = new Server(await freePort(), await tempDir("data"), ["--heartbeat", "2s", "--max-attachment", String(256 << 10)]);
   await server.start();
   browser = await launch();
 });
@@ -215,7 +215,9 @@ describe("two people chat in Chromium", () => {
     await until("the photo to be sent", async () => ["sent", "delivered", "read"].includes((await bubble(alice.page, "Photo from yesterday").getAttribute("data-state")) ?? ""), 20_000);
     const msg = bubble(bob.page, "Photo from yesterday");
     await msg.waitFor();
-    await until("the image preview", async () => msg.locator("img.preview").evaluate((img: HTMLImageElement) => img.complete && img.naturalWidth === 64));
+    const img = msg.locator("img.preview");
+    await until("the image preview", async () => (await img.count()) === 1 && img.evaluate((el: HTMLImageElement) => el.complete && el.naturalWidth === 64))
+      .catch(async (e) => { throw new Error(`${e.message}\n${await msg.innerHTML()}`); });
     const [download] = await Promise.all([
       bob.page.waitForEvent("download"),
       msg.getByRole("button", { name: "Download sunset.png" }).last().click(),
@@ -224,6 +226,14 @@ describe("two people chat in Chromium", () => {
     const path = join(await tempDir("download"), "sunset.png");
     await download.saveAs(path);
     expect(Buffer.compare(await readFile(path), png)).toBe(0);
+
+    // Over the server's --max-attachment: the person is told, nothing is lost silently.
+    await alice.page.locator('input[type="file"]').setInputFiles({ name: "huge.bin", mimeType: "application/octet-stream", buffer: Buffer.alloc(300 * 1024, 7) });
+    await alice.page.getByRole("textbox", { name: "Message" }).press("Enter");
+    await alice.page.locator(".toast", { hasText: /too large/i }).waitFor();
+    await bubble(alice.page, "huge.bin").locator(".failed", { hasText: /too large/i }).waitFor();
+    await bubble(alice.page, "huge.bin").getByRole("button", { name: "Discard" }).click();
+    await until("the failed message to go", async () => (await bubble(alice.page, "huge.bin").count()) === 0);
   });
 
   test("a room to join and a group with members", async () => {
