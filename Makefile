@@ -11,7 +11,8 @@ DATA_DIR ?= ./data
 ADDR     ?= :8080
 GOTEST_FLAGS ?= -race -count=1 -timeout 15m
 
-.PHONY: all build run test test-go generate check-generated lint-proto tools clean
+.PHONY: all build run test test-go generate check-generated lint-proto tools clean \
+	web check-web test-web test-e2e chromium
 
 all: build
 
@@ -38,7 +39,50 @@ check-generated: generate
 		git status --porcelain -- gen; git --no-pager diff --stat -- gen; exit 1; \
 	fi
 
-build:
+# The browser app's built assets (client/web/dist) are committed, so that
+# `go build ./...` works without Node; parleyd embeds them. They are rebuilt
+# whenever their sources are newer (make build, make run). Without npm the
+# committed build is used as it is.
+WEB_SRC := $(shell find $(WEB)/src -type f 2>/dev/null) $(WEB)/build.mjs $(WEB)/package-lock.json $(wildcard gen/ts/parley/v1/*.ts)
+
+$(WEB)/dist/index.html: $(WEB_SRC)
+	@if command -v npm >/dev/null 2>&1; then \
+		$(MAKE) --no-print-directory tools && cd $(WEB) && npm run --silent build; \
+	else \
+		echo "npm not found: using the committed build in $(WEB)/dist"; \
+	fi
+
+web: $(WEB)/dist/index.html
+
+# dist/ is committed; it must be exactly what src/ builds (the build is
+# deterministic).
+check-web: tools
+	cd $(WEB) && npm run --silent build
+	@if [ -n "$$(git status --porcelain -- $(WEB)/dist)" ]; then \
+		echo "$(WEB)/dist differs from what $(WEB)/src builds; run 'make web' and commit:"; \
+		git status --porcelain -- $(WEB)/dist; exit 1; \
+	fi
+
+# Debian's Chromium for the end-to-end test (playwright-core drives it and
+# never downloads a browser of its own).
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-color-emoji; \
+	fi
+
+# Type check and unit tests of the app's logic (outbox, dedup, positions,
+# optimistic states).
+test-web: tools
+	cd $(WEB) && npm run --silent typecheck && npm run --silent test
+
+# Two browser contexts chat through a real parleyd (bin/parleyd, restarted
+# mid-test) and the parley CLI; screenshots land in client/web/test-results.
+test-e2e: tools chromium build
+	cd $(WEB) && npm run --silent e2e
+
+build: web
 	$(GO) build -o $(BIN)/parleyd ./server/cmd/parleyd
 	$(GO) build -o $(BIN)/parley ./client/cmd/parley
 
@@ -49,7 +93,7 @@ test-go: $(GRPCURL)
 	$(GO) vet ./...
 	PARLEY_GRPCURL=$(GRPCURL) $(GO) test $(GOTEST_FLAGS) ./...
 
-test: check-generated test-go
+test: check-generated check-web test-web test-go test-e2e
 
 clean:
 	rm -rf $(BIN)
