@@ -319,7 +319,9 @@ func (s *Server) Serve(l net.Listener) {
 	s.mux = cmux.New(userTimeoutListener{l})
 	// A connection that never sends a request must not hold a goroutine forever.
 	s.mux.SetReadTimeout(10 * time.Second)
-	grpcL := s.mux.MatchWithWriters(cmux.HTTP2MatchHeaderFieldSendSettings("content-type", "application/grpc"))
+	// A prefix, because "application/grpc+proto" is as valid as the bare
+	// type. grpc-web comes from browsers over HTTP/1.1 and never gets here.
+	grpcL := s.mux.MatchWithWriters(cmux.HTTP2MatchHeaderFieldPrefixSendSettings("content-type", "application/grpc"))
 	httpL := s.mux.Match(cmux.Any())
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.wg.Add(3)

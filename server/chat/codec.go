@@ -1,10 +1,15 @@
 package chat
 
 import (
-	"google.golang.org/grpc/encoding"
-	"google.golang.org/grpc/encoding/proto"
-	"google.golang.org/grpc/mem"
+	"bytes"
 
+	"google.golang.org/grpc/encoding"
+	grpcproto "google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
 	"github.com/parleychat/parley/server/router"
 )
 
@@ -13,7 +18,7 @@ import (
 // router encode a message once for every recipient. Install it with
 // grpc.ForceServerCodecV2.
 func Codec() encoding.CodecV2 {
-	return frameCodec{proto: encoding.GetCodecV2(proto.Name)}
+	return frameCodec{proto: encoding.GetCodecV2(grpcproto.Name)}
 }
 
 type frameCodec struct{ proto encoding.CodecV2 }
@@ -27,6 +32,27 @@ func (c frameCodec) Marshal(v any) (mem.BufferSlice, error) {
 	return c.proto.Marshal(v)
 }
 
-func (c frameCodec) Unmarshal(data mem.BufferSlice, v any) error { return c.proto.Unmarshal(data, v) }
+// Unmarshal decodes with protobuf. A Chat frame that does not decode is
+// not an error here: grpc-go would end the whole stream with INTERNAL, and
+// a bad frame must only get an error frame. It is handed on empty, marked
+// by markUndecodable.
+func (c frameCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	err := c.proto.Unmarshal(data, v)
+	if req, ok := v.(*parleyv1.ChatRequest); ok && err != nil {
+		proto.Reset(req)
+		req.ProtoReflect().SetUnknown(undecodableMark)
+		return nil
+	}
+	return err
+}
 
-func (c frameCodec) Name() string { return proto.Name }
+// undecodableMark is an unknown field with the largest field number, which
+// no version of the contract will use.
+var undecodableMark = protowire.AppendVarint(protowire.AppendTag(nil, protowire.MaxValidNumber, protowire.VarintType), 1)
+
+// undecodable reports whether req is a frame the codec could not decode.
+func undecodable(req *parleyv1.ChatRequest) bool {
+	return bytes.Equal(req.ProtoReflect().GetUnknown(), undecodableMark)
+}
+
+func (c frameCodec) Name() string { return grpcproto.Name }

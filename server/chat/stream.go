@@ -370,6 +370,10 @@ func (o *outbound) read(stream grpc.BidiStreamingServer[parleyv1.ChatRequest, pa
 func (o *outbound) frame(req *parleyv1.ChatRequest) {
 	s, user := o.svc, o.user
 	id := req.GetFrameId()
+	if undecodable(req) {
+		o.push(errorFrame(id, "unknown", invalid("frame could not be decoded as a parley.v1.ChatRequest (malformed protobuf or invalid UTF-8)"), "", ""))
+		return
+	}
 	if err := s.Validate(req); err != nil {
 		o.push(errorFrame(id, frameName(req), err, frameConv(req), req.GetSend().GetClientMessageId()))
 		return
