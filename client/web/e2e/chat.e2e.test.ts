@@ -67,6 +67,11 @@ async function openConv(page: Page, id: string) {
   await page.locator(".chat-head").waitFor();
 }
 
+async function dismissToasts(page: Page) {
+  for (const b of await page.locator(".toast").getByRole("button", { name: "Dismiss" }).all()) await b.click();
+  await page.waitForTimeout(300);
+}
+
 /** token logs in over grpc-web from Node, for probing what the server has. */
 async function probe() {
   const anon = makeClients(server.url, () => undefined);
@@ -230,10 +235,31 @@ describe("two people chat in Chromium", () => {
     // Over the server's --max-attachment: the person is told, nothing is lost silently.
     await alice.page.locator('input[type="file"]').setInputFiles({ name: "huge.bin", mimeType: "application/octet-stream", buffer: Buffer.alloc(300 * 1024, 7) });
     await alice.page.getByRole("textbox", { name: "Message" }).press("Enter");
-    await alice.page.locator(".toast", { hasText: /too large/i }).waitFor();
+    await alice.page.locator(".toast", { hasText: "huge.bin is too large to send" }).waitFor();
     await bubble(alice.page, "huge.bin").locator(".failed", { hasText: /too large/i }).waitFor();
     await bubble(alice.page, "huge.bin").getByRole("button", { name: "Discard" }).click();
     await until("the failed message to go", async () => (await bubble(alice.page, "huge.bin").count()) === 0);
+  });
+
+  test("edit and delete reach the other side", async (ctx) => {
+    needs(ctx, "edit");
+    const p = alice.page;
+    await send(p, "Dinner at 7 tonight?");
+    await bubble(bob.page, "Dinner at 7 tonight?").waitFor();
+    await until("the message to be sent", async () => ["sent", "delivered", "read"].includes((await bubble(p, "Dinner at 7 tonight?").getAttribute("data-state")) ?? ""));
+    // Up in an empty composer edits the last message.
+    const input = p.getByRole("textbox", { name: "Message" });
+    await input.press("ArrowUp");
+    await p.locator(".edit-bar", { hasText: "Editing message" }).waitFor();
+    await input.fill("Dinner at 8 tonight?");
+    await input.press("Enter");
+    await bubble(bob.page, "Dinner at 8 tonight?").locator(".edited").waitFor();
+    await bubble(p, "Dinner at 8 tonight?").hover();
+    await bubble(p, "Dinner at 8 tonight?").getByRole("button", { name: "Delete message" }).click();
+    await p.locator("dialog[open]").getByRole("button", { name: "Delete", exact: true }).click();
+    await until("the tombstone on both sides", async () =>
+      (await bubble(bob.page, "This message was deleted").count()) === 1 && (await bubble(p, "This message was deleted").count()) === 1);
+    expect(await bubble(bob.page, "Dinner at").count()).toBe(0);
   });
 
   test("a room to join and a group with members", async () => {
@@ -268,7 +294,18 @@ describe("two people chat in Chromium", () => {
     await p.keyboard.press("Escape");
     await until("the dialog to close", async () => !(await p.locator("dialog[open]").count()));
     await send(p, "Who's in for hiking on Saturday? ⛰️");
-    await b.locator(".conv", { hasText: "Weekend trip" }).waitFor({ timeout: 20_000 });
+    const group = b.locator(".conv", { hasText: "Weekend trip" });
+    await group.waitFor({ timeout: 20_000 });
+    await until("the unread badge", async () => (await group.locator(".badge").textContent()) === "1");
+    await group.click();
+    await until("the badge to clear once read", async () => (await group.locator(".badge").count()) === 0);
+    await send(b, "I'm in! I'll bring snacks 🥨");
+    await carol.run(["send", (await p.evaluate(() => decodeURIComponent(location.hash.replace("#/c/", "")))), "Count me in too. Meet at the station at 8?"]);
+    await bubble(p, "Meet at the station").waitFor({ timeout: 20_000 });
+    await bubble(p, "bring snacks").waitFor();
+    await send(p, "8 works. See you both there!");
+    await dismissToasts(p);
+    await p.screenshot({ path: join(artifacts, "group-desktop.png") });
   });
 
   test("history pages in as you scroll up and the DOM stays bounded", async () => {
@@ -297,7 +334,7 @@ describe("two people chat in Chromium", () => {
 
   test("screenshots of the chat window, desktop and phone", async () => {
     await openConv(alice.page, dm);
-    await alice.page.waitForTimeout(300);
+    await dismissToasts(alice.page);
     await alice.page.screenshot({ path: join(artifacts, "chat-desktop.png") });
 
     const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true, locale: "en-US", timezoneId: "UTC" });

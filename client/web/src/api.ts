@@ -48,7 +48,7 @@ export function isNetwork(err: unknown): boolean {
 export function explain(err: unknown, what: string): string {
   if (isNetwork(err)) return `Can't reach the Parley server. Check your connection; ${what} will work again once it's back.`;
   if (err instanceof ConnectError) {
-    const msg = err.rawMessage.replace(/^[a-z_]+: /i, "");
+    const msg = humane(err.rawMessage);
     switch (err.code) {
       case Code.Unauthenticated:
         return "Your session has expired. Please log in again.";
@@ -69,4 +69,19 @@ export function explain(err: unknown, what: string): string {
     }
   }
   return `Something went wrong with ${what}: ${String(err)}`;
+}
+
+const CODE_PREFIX = /^(canceled|unknown|invalid argument|invalid_argument|deadline exceeded|not found|already exists|permission denied|resource exhausted|failed precondition|aborted|out of range|unimplemented|internal|unavailable|data loss|unauthenticated): /i;
+
+/** humane strips the status-code prefix a server may put before its message. */
+export function humane(message: string): string {
+  const m = message.replace(CODE_PREFIX, "");
+  return m ? m[0].toUpperCase() + m.slice(1) : m;
+}
+
+/** tooLarge says a file is over the server's limit in a person's terms. */
+export function tooLarge(names: string, message: string, fmt: (n: number) => string): string {
+  const m = /(\d+) bytes.*?limit is (\d+)/.exec(message);
+  if (m) return `${names} is too large to send (${fmt(Number(m[1]))}; the limit is ${fmt(Number(m[2]))}).`;
+  return `${names} is too large to send. ${humane(message)}`.trim();
 }

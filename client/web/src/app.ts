@@ -3,7 +3,8 @@
 // of them and reconnects by itself, the outbox, receipts, typing and
 // presence. The view (ui.ts) renders it and calls its methods; App calls
 // `changed` whenever something visible moved.
-import { Code, ConnectError, codeOf, explain, isNetwork, makeClients, ms, type Clients } from "./api";
+import { Code, ConnectError, codeOf, explain, isNetwork, makeClients, ms, tooLarge, type Clients } from "./api";
+import { formatSize } from "./lib/format";
 import type { Conversation } from "../../../gen/ts/parley/v1/message_pb";
 import type { Message } from "../../../gen/ts/parley/v1/message_pb";
 import type { SubscribeResponse } from "../../../gen/ts/parley/v1/chat_pb";
@@ -602,7 +603,7 @@ export class App {
       this.uploads.delete(clientId);
       let text: string;
       if (codeOf(err) === Code.ResourceExhausted) {
-        text = `File too large: ${files.map((f) => f.name).join(", ")}. ${err instanceof ConnectError ? err.rawMessage : ""}`.trim();
+        text = tooLarge(files.map((f) => f.name).join(", "), err instanceof ConnectError ? err.rawMessage : "", formatSize);
       } else {
         text = explain(err, "uploading the file");
       }
@@ -639,7 +640,12 @@ export class App {
   discard(conv: string, clientId: string): void {
     this.outbox.remove(clientId);
     this.uploadFailed.delete(clientId);
-    this.convs.get(conv)?.timeline.drop(this.me, clientId);
+    const c = this.convs.get(conv);
+    if (c) {
+      c.timeline.drop(this.me, clientId);
+      const last = c.timeline.all().at(-1);
+      if (last) c.last = { senderId: last.senderId, body: last.body, sentAt: last.sentAt, attachments: last.attachments.length, deleted: !!last.deleted };
+    }
     this.changed();
   }
 

@@ -91,6 +91,13 @@ export class Shell {
     this.typingRow = h("div", { class: "typing-row", hidden: true, "aria-live": "polite" });
     this.messages = h("div", { class: "messages", role: "log", "aria-label": "Messages", tabindex: "0" }, this.topRow, this.list, this.typingRow);
     this.messages.addEventListener("scroll", () => this.onScroll(), { passive: true });
+    // Content that grows after rendering (image previews, fonts) keeps the
+    // newest message in sight if it was.
+    if (typeof ResizeObserver !== "undefined") {
+      new ResizeObserver(() => {
+        if (this.stick && !this.app.current?.timeline.hasNewer) this.messages.scrollTop = this.messages.scrollHeight;
+      }).observe(this.list);
+    }
     this.jump = h("button", { class: "jump", type: "button", hidden: true, "aria-label": "Jump to latest messages", onclick: () => void this.jumpToLatest() }, icon("down"));
 
     this.input = h("textarea", { class: "input", rows: 1, placeholder: "Write a message…", "aria-label": "Message", enterkeyhint: "send" });
@@ -322,6 +329,7 @@ export class Shell {
   }
 
   private stick = true;
+  private lastTop = 0;
 
   private renderMessages(c: Conv): void {
     const app = this.app;
@@ -421,11 +429,11 @@ export class Shell {
     const meta = h("span", { class: "meta" },
       it.editedAt && !it.deleted ? h("span", { class: "edited" }, "edited") : null,
       h("time", { datetime: new Date(it.sentAt).toISOString(), title: new Date(it.sentAt).toLocaleString() }, clock(it.sentAt)),
-      state ? ticks(state) : null,
+      state && !it.deleted ? ticks(state) : null,
     );
     bubble.append(meta);
     const row = h("div", {
-      class: `msg ${mine ? "mine" : "theirs"}${first ? " first" : ""}${state ? ` state-${state}` : ""}`,
+      class: `msg ${mine ? "mine" : "theirs"}${first ? " first" : ""}${state ? ` state-${state}` : ""}${it.deleted ? " deleted" : ""}`,
       dataset: { seq: String(it.seq), sender: it.senderId, state },
     });
     if (!mine && c.kind !== KIND_DIRECT) {
@@ -471,7 +479,8 @@ export class Shell {
         }
         box.append(frame);
       }
-      box.append(h("div", { class: "file" },
+      const shownAsImage = box.lastElementChild?.classList.contains("image") ?? false;
+      box.append(h("div", { class: `file${shownAsImage ? " compact" : ""}` },
         h("span", { class: "file-icon" }, icon("file")),
         h("span", { class: "file-text" }, h("span", { class: "file-name" }, a.name), h("span", { class: "file-size" }, a.id.startsWith("local:") ? `${formatSize(a.size)} · uploading…` : formatSize(a.size))),
         a.id.startsWith("local:") ? null : h("button", { class: "icon-btn sm download", type: "button", title: `Download ${a.name}`, "aria-label": `Download ${a.name}`, onclick: () => void this.save(a.id, a.name, local) }, icon("download")),
@@ -531,7 +540,11 @@ export class Shell {
     if (!c) return;
     const fromBottom = box.scrollHeight - box.scrollTop - box.clientHeight;
     const was = this.stick;
-    this.stick = fromBottom < 60;
+    // Only a move up lets go of the bottom: content that grows under a
+    // reader at the bottom (an image loading) must not.
+    const up = box.scrollTop < this.lastTop - 1;
+    this.lastTop = box.scrollTop;
+    if (up || fromBottom < 60) this.stick = fromBottom < 60;
     if (box.scrollTop < 400 && c.timeline.hasOlder) void this.app.loadOlder();
     if (fromBottom < 400 && c.timeline.hasNewer) void this.app.loadNewer();
     const bottom = this.stick && !c.timeline.hasNewer;
