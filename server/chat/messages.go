@@ -120,13 +120,25 @@ func (s *Service) History(ctx context.Context, req *parleyv1.HistoryRequest) (*p
 	}
 	var recs []store.Record
 	var more bool
-	if req.GetAfterSeq() != 0 || req.GetForward() {
+	forward := req.GetAfterSeq() != 0 || req.GetForward()
+	if forward {
 		recs, more, err = s.store.Range(conv, req.GetAfterSeq(), 0, limit)
 	} else {
 		recs, more, err = s.store.Before(conv, req.GetBeforeSeq(), limit)
 	}
 	if err != nil {
 		return nil, toStatus(err)
+	}
+	// A page must fit the client's default 4 MiB receive limit however big
+	// the messages: cut it short (keeping the end nearest the cursor) and
+	// say there is more.
+	if cut := pageCut(recs, maxPageBytes, forward); cut != len(recs) {
+		if forward {
+			recs = recs[:cut]
+		} else {
+			recs = recs[len(recs)-cut:]
+		}
+		more = true
 	}
 	resp := &parleyv1.HistoryResponse{HasMore: more, HeadSeq: head, Epoch: s.store.Epoch(), Messages: make([]*parleyv1.Message, len(recs))}
 	for i, rec := range recs {
@@ -137,4 +149,24 @@ func (s *Service) History(ctx context.Context, req *parleyv1.HistoryRequest) (*p
 		resp.Messages[i] = m
 	}
 	return resp, nil
+}
+
+// maxPageBytes bounds a History page.
+const maxPageBytes = 2 << 20
+
+// pageCut is how many records, taken from the front when forward and from
+// the back otherwise, fit in max bytes (at least one).
+func pageCut(recs []store.Record, max int, forward bool) int {
+	total := 0
+	for i := range recs {
+		r := recs[i]
+		if !forward {
+			r = recs[len(recs)-1-i]
+		}
+		total += len(r.Data)
+		if total > max && i > 0 {
+			return i
+		}
+	}
+	return len(recs)
 }
