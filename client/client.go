@@ -3,11 +3,16 @@
 //
 // A Client wraps one gRPC connection and the caller's access token. Its
 // unary methods are thin, typed wrappers around the generated stubs, which
-// stay reachable through AuthService, ChatService and ConversationService
-// for anything the wrappers do not cover. A Session, made with
-// Client.NewSession, keeps a Chat stream open across network failures and
-// server restarts: it resubscribes from the last seq seen, resends what was
-// not acknowledged, and drops the duplicates that resending can produce.
+// stay reachable through AuthService, ChatService, ConversationService and
+// AttachmentService for anything the wrappers do not cover; Upload and
+// Download move attachments, and Download checks what it received against
+// the file's id. A Session, made with Client.NewSession, keeps a Chat stream
+// open across network failures and server restarts: it resubscribes from
+// the last seq seen, resends what was not acknowledged (sends, edits and
+// deletes alike), drops the duplicates that resending can produce, and
+// passes on receipts, typing, presence and notifications as events.
+// Receipts turns receipt events into per-message state, and Apply applies
+// edit and delete events to the posts they change.
 package client
 
 import (
@@ -34,6 +39,7 @@ type Client struct {
 	auth  parleyv1.AuthServiceClient
 	chat  parleyv1.ChatServiceClient
 	convs parleyv1.ConversationServiceClient
+	files parleyv1.AttachmentServiceClient
 
 	mu       sync.Mutex // protects userID, sessions and closed
 	userID   string
@@ -123,6 +129,7 @@ func Dial(ctx context.Context, target string, opts ...Option) (*Client, error) {
 		auth:     parleyv1.NewAuthServiceClient(conn),
 		chat:     parleyv1.NewChatServiceClient(conn),
 		convs:    parleyv1.NewConversationServiceClient(conn),
+		files:    parleyv1.NewAttachmentServiceClient(conn),
 		sessions: make(map[*Session]struct{}),
 	}, nil
 }
@@ -155,18 +162,30 @@ func (c *Client) Close() error {
 
 // SetToken replaces the access token. Calls started afterwards, including
 // the next reconnect of every Session, send the new one; an empty token
-// sends no authorization header at all.
-func (c *Client) SetToken(token string) { c.creds.set(token) }
+// sends no authorization header at all. The user id from an earlier
+// Register or Login is forgotten, so that UserID follows the new token.
+func (c *Client) SetToken(token string) {
+	c.creds.set(token)
+	c.mu.Lock()
+	c.userID = ""
+	c.mu.Unlock()
+}
 
 // Token returns the access token in use, empty if there is none.
 func (c *Client) Token() string { return c.creds.get() }
 
 // UserID returns the user id that the last successful Register or Login
-// returned, empty before either.
+// returned or, before either, the subject of the token given to WithToken
+// or SetToken (read without verification: only the server can check a
+// token). It is empty when neither says.
 func (c *Client) UserID() string {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.userID
+	id := c.userID
+	c.mu.Unlock()
+	if id != "" {
+		return id
+	}
+	return c.creds.getSubject()
 }
 
 // Register creates an account, logs it in and keeps its token for every
@@ -218,6 +237,10 @@ func (c *Client) ChatService() parleyv1.ChatServiceClient { return c.chat }
 // ConversationService returns the generated ConversationService stub on c's
 // connection.
 func (c *Client) ConversationService() parleyv1.ConversationServiceClient { return c.convs }
+
+// AttachmentService returns the generated AttachmentService stub on c's
+// connection. Download through it is not checked against the file's id.
+func (c *Client) AttachmentService() parleyv1.AttachmentServiceClient { return c.files }
 
 // addSession registers s so that Close can close it; it fails once c is
 // closed.

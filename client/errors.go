@@ -15,4 +15,8 @@ var (
 	// ErrStreamEnded is the reason a Session gives for reconnecting when
 	// the server ended the Chat stream without an error status.
 	ErrStreamEnded = errors.New("parley client: chat stream ended by the server")
+	// ErrChecksum fails a Download whose content does not hash to the
+	// attachment's id or is not the announced size, and an Upload the
+	// server named by something other than the content's sha256.
+	ErrChecksum = errors.New("parley client: attachment content does not match its id")
 )

@@ -8,8 +8,9 @@ import (
 )
 
 // Event is one thing that happened on a Session. It is one of
-// MessageEvent, SubscribedEvent, StateEvent and ErrorEvent; switch on the
-// type. The set is closed so that a type switch can be exhaustive.
+// MessageEvent, SubscribedEvent, ReceiptEvent, TypingEvent, PresenceEvent,
+// NotificationEvent, StateEvent and ErrorEvent; switch on the type. The set
+// is closed so that a type switch can be exhaustive.
 type Event interface{ event() }
 
 // MessageEvent carries a message in a subscribed conversation. A Session
@@ -17,8 +18,51 @@ type Event interface{ event() }
 // epoch, and never delivers a (sender_id, client_message_id) it delivered
 // among the last WithDedupSize messages. The Message must not be
 // modified: it is the one the Session tracks positions from.
+//
+// Not every message is a post. An edit or a delete of an earlier post is a
+// message of its own, at its own seq, with Kind MESSAGE_KIND_EDIT or
+// MESSAGE_KIND_DELETE and TargetSeq naming the post it changes; the Session
+// passes it on as it is and changes nothing it delivered before. An
+// application that shows posts applies it with Apply, which gives the post
+// as History would return it. A replay may deliver a post already in its
+// latest state (edited, or a tombstone) followed by the events that made it
+// so; Apply is idempotent, so applying them again is harmless.
 type MessageEvent struct {
 	Message *parleyv1.Message
+}
+
+// ReceiptEvent reports a member's new delivered and read positions in a
+// subscribed conversation. The caller's own receipts come too (from this
+// Session's MarkDelivered and MarkRead, and from the user's other devices).
+// Feed them to a Receipts to show per-message state.
+type ReceiptEvent struct {
+	Receipt *parleyv1.Receipt
+}
+
+// TypingEvent reports that a member started or stopped typing in a
+// subscribed conversation, the caller included. An indicator that is not
+// renewed lapses: the server then sends Typing=false by itself, so an
+// application may simply show what the last event said. Typing events are
+// live only: nothing is replayed after a reconnect.
+type TypingEvent struct {
+	Typing *parleyv1.Typing
+}
+
+// PresenceEvent reports that a user who shares a conversation with the
+// caller came online or went offline. The server announces users going
+// offline after a grace period, so a quick reconnect shows nothing. The
+// caller's own presence comes too. Use Client.GetPresence for the state of
+// users before the Session started.
+type PresenceEvent struct {
+	Presence *parleyv1.Presence
+}
+
+// NotificationEvent reports a new post in a conversation of the caller's
+// that this Session does not follow, with a preview of its body. It is live
+// only and best effort: the server drops notifications rather than wait,
+// so unread counts (Conversation.unread_count) are the reliable tally.
+type NotificationEvent struct {
+	Notification *parleyv1.Notification
 }
 
 // SubscribedEvent marks the end of a conversation's replay: every stored
@@ -46,11 +90,14 @@ type StateEvent struct {
 }
 
 // ErrorEvent reports an ErrorFrame: a frame the server could not carry out
-// while the stream stayed open. For a send, the same error also fails that
-// send's result, except UNAVAILABLE, which the server uses for "not
-// stored, resend it": that send stays in the outbox and is resent after a
-// backoff under the same client_message_id. For a subscribe, the
-// subscription is dropped and not retried on reconnect.
+// while the stream stayed open. For a send, edit or delete, the same error
+// also fails that change's result, except UNAVAILABLE, which the server
+// uses for "not stored, resend it": that change stays in the outbox and is
+// resent after a backoff under the same client_message_id. For a
+// subscribe, the subscription is dropped and not retried on reconnect. For
+// a delivered or read mark, the mark is retried after a backoff on
+// UNAVAILABLE and otherwise forgotten. A refused typing frame (its rate
+// limit) is only reported.
 type ErrorEvent struct {
 	// Frame is the server's ErrorFrame as received.
 	Frame *parleyv1.ErrorFrame
@@ -58,10 +105,14 @@ type ErrorEvent struct {
 	Err error
 }
 
-func (MessageEvent) event()    {}
-func (SubscribedEvent) event() {}
-func (StateEvent) event()      {}
-func (ErrorEvent) event()      {}
+func (MessageEvent) event()      {}
+func (SubscribedEvent) event()   {}
+func (ReceiptEvent) event()      {}
+func (TypingEvent) event()       {}
+func (PresenceEvent) event()     {}
+func (NotificationEvent) event() {}
+func (StateEvent) event()        {}
+func (ErrorEvent) event()        {}
 
 // State is the connection state of a Session.
 type State int
@@ -96,8 +147,9 @@ func (s State) String() string {
 	return fmt.Sprintf("State(%d)", int(s))
 }
 
-// SendResult is the outcome of one send: the acknowledgement, which means
-// the message is durable, or the error that ended it.
+// SendResult is the outcome of one send, edit or delete: the
+// acknowledgement, which means it is durable, or the error that ended it.
+// An edit's or delete's Ack carries the seq of the event, not of the post.
 type SendResult struct {
 	Ack *parleyv1.SendResponse
 	Err error

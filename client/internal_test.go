@@ -54,3 +54,19 @@ func TestClientMessageIDs(t *testing.T) {
 		seen[id] = true
 	}
 }
+
+func TestTokenSubject(t *testing.T) {
+	tests := []struct{ token, want string }{
+		// {"alg":"HS256"}.{"sub":"alice","exp":1}.sig
+		{"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSIsImV4cCI6MX0.c2ln", "alice"},
+		{"eyJhbGciOiJIUzI1NiJ9.eyJleHAiOjF9.c2ln", ""}, // no sub
+		{"tok-alice-123", ""},
+		{"a.!!!.c", ""},
+		{"", ""},
+	}
+	for _, tt := range tests {
+		if got := tokenSubject(tt.token); got != tt.want {
+			t.Errorf("tokenSubject(%q) = %q, want %q", tt.token, got, tt.want)
+		}
+	}
+}

@@ -6,12 +6,17 @@ import (
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
 )
 
-// pendingSend is a send that has no answer yet.
+// pendingSend is a send, edit or delete that has no answer yet. All three
+// are answered the same way (send_ack, or an ErrorFrame naming the
+// client_message_id), so they share the outbox and its resend rules.
 type pendingSend struct {
-	req     *parleyv1.SendRequest
-	frameID uint64          // frame_id of its latest transmission
-	retries int             // UNAVAILABLE answers so far, for the retry backoff
-	result  chan SendResult // buffered 1: answering never blocks the reader
+	kind    string // "send", "edit" or "delete": the ErrorFrame.frame that names it
+	conv    string
+	id      string                       // client_message_id
+	frame   func() *parleyv1.ChatRequest // a fresh frame for each transmission
+	frameID uint64                       // frame_id of its latest transmission
+	retries int                          // UNAVAILABLE answers so far, for the retry backoff
+	result  chan SendResult              // buffered 1: answering never blocks the reader
 	elem    *list.Element
 }
 
@@ -29,7 +34,7 @@ func newOutbox() *outbox {
 
 func (o *outbox) add(p *pendingSend) {
 	p.elem = o.order.PushBack(p)
-	o.byID[p.req.GetClientMessageId()] = p
+	o.byID[p.id] = p
 }
 
 func (o *outbox) len() int { return o.order.Len() }

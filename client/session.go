@@ -56,6 +56,16 @@ type Session struct {
 	ping      pingState
 	err       error // why the Session ended; nil while it runs
 
+	// marks are the delivered and read positions asked for per
+	// conversation; dirty lists the ones with something to send, which the
+	// writer turns into frames when it next takes the queue, so that many
+	// marks between two writes cost one frame.
+	marks map[string]*mark
+	dirty []string
+	// typing holds, per conversation, when typing=true was last sent;
+	// absent means the indicator is down as far as the Session knows.
+	typing map[string]time.Time
+
 	// dedup is owned by the run goroutine, which is the only reader of
 	// every stream.
 	dedup *dedup
@@ -85,12 +95,14 @@ type pingState struct {
 type SessionOption func(*sessionConfig)
 
 type sessionConfig struct {
-	eventBuffer  int
-	backoff      backoff
-	pingInterval time.Duration
-	pingTimeout  time.Duration
-	dedupSize    int
-	outboxSize   int
+	eventBuffer   int
+	backoff       backoff
+	pingInterval  time.Duration
+	pingTimeout   time.Duration
+	dedupSize     int
+	outboxSize    int
+	autoDelivered bool
+	typingRenew   time.Duration
 }
 
 func defaultSessionConfig() sessionConfig {
@@ -101,6 +113,7 @@ func defaultSessionConfig() sessionConfig {
 		pingTimeout:  10 * time.Second,
 		dedupSize:    4096,
 		outboxSize:   1024,
+		typingRenew:  3 * time.Second,
 	}
 }
 
@@ -157,6 +170,27 @@ func WithOutboxSize(n int) SessionOption {
 	}
 }
 
+// WithAutoDelivered makes the Session mark each conversation delivered up
+// to the newest seq it has handed to the application, as messages arrive
+// (see MarkDelivered; marks that come faster than the stream writes are
+// sent as one). It is off by default: an application that persists
+// messages may prefer to mark them once they are on its disk.
+func WithAutoDelivered() SessionOption {
+	return func(c *sessionConfig) { c.autoDelivered = true }
+}
+
+// WithTypingRenew sets how often SetTyping(conv, true) repeated while the
+// user keeps typing is actually sent (default 3s, half the server's
+// default indicator lifetime of 6s). Calls in between are dropped, which
+// keeps a keystroke-driven caller within the server's typing rate.
+func WithTypingRenew(d time.Duration) SessionOption {
+	return func(c *sessionConfig) {
+		if d >= 0 {
+			c.typingRenew = d
+		}
+	}
+}
+
 // NewSession starts a Session on c. It returns at once: the stream opens in
 // the background and StateEvents report how that goes, so sends and
 // subscriptions can be made while offline and go out on connect.
@@ -186,6 +220,8 @@ func (c *Client) NewSession(ctx context.Context, opts ...SessionOption) (*Sessio
 		positions: make(map[string]Position),
 		outbox:    newOutbox(),
 		dedup:     newDedup(cfg.dedupSize),
+		marks:     make(map[string]*mark),
+		typing:    make(map[string]time.Time),
 	}
 	if err := c.addSession(s); err != nil {
 		cancel(err)
@@ -317,17 +353,14 @@ func (s *Session) Unsubscribe(conversationID string) error {
 // message (from an ErrorFrame); the Session goes on. Acknowledgements
 // arrive on the same stream as events, so Send returns only while someone
 // reads Events.
-func (s *Session) Send(ctx context.Context, conversationID, body string) (*parleyv1.SendResponse, error) {
-	id, result, err := s.SendAsync(ctx, conversationID, body)
+//
+// body may be empty only when WithAttachments gives at least one file.
+func (s *Session) Send(ctx context.Context, conversationID, body string, opts ...SendOption) (*parleyv1.SendResponse, error) {
+	id, result, err := s.SendAsync(ctx, conversationID, body, opts...)
 	if err != nil {
 		return nil, err
 	}
-	select {
-	case r := <-result:
-		return r.Ack, r.Err
-	case <-ctx.Done():
-		return nil, fmt.Errorf("send %s to %s: waiting for ack: %w", id, conversationID, ctx.Err())
-	}
+	return s.await(ctx, "send", id, conversationID, result)
 }
 
 // SendAsync queues a message in the outbox and returns at once with its
@@ -335,34 +368,110 @@ func (s *Session) Send(ctx context.Context, conversationID, body string) (*parle
 // is never closed. ctx only bounds the wait for room in a full outbox (see
 // WithOutboxSize); once queued, the message is sent until answered or the
 // Session ends.
-func (s *Session) SendAsync(ctx context.Context, conversationID, body string) (string, <-chan SendResult, error) {
+func (s *Session) SendAsync(ctx context.Context, conversationID, body string, opts ...SendOption) (string, <-chan SendResult, error) {
+	req := newSendRequest(conversationID, body, opts)
+	id, result, err := s.enqueue(ctx, &pendingSend{
+		kind:  "send",
+		conv:  conversationID,
+		id:    req.ClientMessageId,
+		frame: func() *parleyv1.ChatRequest { return sendFrame(req) },
+	})
+	if err == nil {
+		// The server takes a typist's indicator down when they post.
+		s.mu.Lock()
+		delete(s.typing, conversationID)
+		s.mu.Unlock()
+	}
+	return id, result, err
+}
+
+// Edit replaces the body of one of the caller's own posts, the one at seq,
+// and blocks until the edit is durable. Edits go through the outbox like
+// sends: they are resent under the same client_message_id across
+// reconnects and answered once. The acknowledgement carries the seq of the
+// edit event; subscribers (this Session included) get that event as a
+// MessageEvent with Kind MESSAGE_KIND_EDIT and TargetSeq seq. The server
+// refuses an edit of someone else's post (PERMISSION_DENIED), of a seq
+// with no post (NOT_FOUND) and of a deleted post (FAILED_PRECONDITION).
+func (s *Session) Edit(ctx context.Context, conversationID string, seq uint64, body string) (*parleyv1.SendResponse, error) {
+	id, result, err := s.EditAsync(ctx, conversationID, seq, body)
+	if err != nil {
+		return nil, err
+	}
+	return s.await(ctx, "edit", id, conversationID, result)
+}
+
+// EditAsync is Edit without the wait, as SendAsync is to Send.
+func (s *Session) EditAsync(ctx context.Context, conversationID string, seq uint64, body string) (string, <-chan SendResult, error) {
+	req := &parleyv1.EditMessageRequest{ConversationId: conversationID, Seq: seq, ClientMessageId: NewClientMessageID(), Body: body}
+	return s.enqueue(ctx, &pendingSend{
+		kind: "edit",
+		conv: conversationID,
+		id:   req.ClientMessageId,
+		frame: func() *parleyv1.ChatRequest {
+			return &parleyv1.ChatRequest{Frame: &parleyv1.ChatRequest_Edit{Edit: req}}
+		},
+	})
+}
+
+// Delete turns one of the caller's own posts, the one at seq, into a
+// tombstone and blocks until that is durable. Like Edit, it goes through
+// the outbox, and subscribers get a MessageEvent with Kind
+// MESSAGE_KIND_DELETE and TargetSeq seq.
+func (s *Session) Delete(ctx context.Context, conversationID string, seq uint64) (*parleyv1.SendResponse, error) {
+	id, result, err := s.DeleteAsync(ctx, conversationID, seq)
+	if err != nil {
+		return nil, err
+	}
+	return s.await(ctx, "delete", id, conversationID, result)
+}
+
+// DeleteAsync is Delete without the wait, as SendAsync is to Send.
+func (s *Session) DeleteAsync(ctx context.Context, conversationID string, seq uint64) (string, <-chan SendResult, error) {
+	req := &parleyv1.DeleteMessageRequest{ConversationId: conversationID, Seq: seq, ClientMessageId: NewClientMessageID()}
+	return s.enqueue(ctx, &pendingSend{
+		kind: "delete",
+		conv: conversationID,
+		id:   req.ClientMessageId,
+		frame: func() *parleyv1.ChatRequest {
+			return &parleyv1.ChatRequest{Frame: &parleyv1.ChatRequest_Delete{Delete: req}}
+		},
+	})
+}
+
+// await waits for the result of a change queued by enqueue.
+func (s *Session) await(ctx context.Context, kind, id, conversationID string, result <-chan SendResult) (*parleyv1.SendResponse, error) {
+	select {
+	case r := <-result:
+		return r.Ack, r.Err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%s %s to %s: waiting for ack: %w", kind, id, conversationID, ctx.Err())
+	}
+}
+
+// enqueue puts p in the outbox, waiting for room, and queues its first
+// transmission.
+func (s *Session) enqueue(ctx context.Context, p *pendingSend) (string, <-chan SendResult, error) {
 	select {
 	case s.room <- struct{}{}:
 	case <-ctx.Done():
-		return "", nil, fmt.Errorf("send to %s: waiting for room in the outbox: %w", conversationID, ctx.Err())
+		return "", nil, fmt.Errorf("%s to %s: waiting for room in the outbox: %w", p.kind, p.conv, ctx.Err())
 	case <-s.ctx.Done():
-		return "", nil, fmt.Errorf("send to %s: %w", conversationID, s.endErr())
+		return "", nil, fmt.Errorf("%s to %s: %w", p.kind, p.conv, s.endErr())
 	}
-	p := &pendingSend{
-		req: &parleyv1.SendRequest{
-			ConversationId:  conversationID,
-			ClientMessageId: NewClientMessageID(),
-			Body:            body,
-		},
-		result: make(chan SendResult, 1),
-	}
+	p.result = make(chan SendResult, 1)
 	s.mu.Lock()
 	if s.err != nil {
 		err := s.err
 		s.mu.Unlock()
 		<-s.room
-		return "", nil, fmt.Errorf("send to %s: %w", conversationID, err)
+		return "", nil, fmt.Errorf("%s to %s: %w", p.kind, p.conv, err)
 	}
 	s.outbox.add(p)
-	p.frameID = s.queueLocked(sendFrame(p.req))
+	p.frameID = s.queueLocked(p.frame())
 	s.mu.Unlock()
 	s.wake()
-	return p.req.ClientMessageId, p.result, nil
+	return p.id, p.result, nil
 }
 
 // endErr is the error for a Session whose context has ended; run records
@@ -394,10 +503,12 @@ func (s *Session) wake() {
 	}
 }
 
-// takeFrames hands the writer everything queued so far.
+// takeFrames hands the writer everything queued so far, with the frames of
+// the marks made since it last asked.
 func (s *Session) takeFrames() []*parleyv1.ChatRequest {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.markFramesLocked()
 	q := s.sendq
 	s.sendq = nil
 	return q
@@ -413,15 +524,48 @@ func subscribeFrame(conversationID string, pos Position) *parleyv1.ChatRequest {
 	}}
 }
 
+// SendOption adds to a message what Session.Send, Session.SendAsync and
+// Client.Send put in it.
+type SendOption func(*parleyv1.SendRequest)
+
+// WithAttachments attaches files uploaded with Client.Upload (at most 10 per
+// message). Only each Attachment's id, name and content type are sent; the
+// server fills in the size. Members of the conversation may download a
+// file as soon as the message reaches them.
+func WithAttachments(atts ...*parleyv1.Attachment) SendOption {
+	return func(r *parleyv1.SendRequest) {
+		for _, a := range atts {
+			r.Attachments = append(r.Attachments, &parleyv1.Attachment{
+				Id: a.GetId(), Name: a.GetName(), ContentType: a.GetContentType(),
+			})
+		}
+	}
+}
+
+// newSendRequest builds a send under a fresh client_message_id.
+func newSendRequest(conversationID, body string, opts []SendOption) *parleyv1.SendRequest {
+	req := &parleyv1.SendRequest{
+		ConversationId:  conversationID,
+		ClientMessageId: NewClientMessageID(),
+		Body:            body,
+	}
+	for _, o := range opts {
+		o(req)
+	}
+	return req
+}
+
 func sendFrame(req *parleyv1.SendRequest) *parleyv1.ChatRequest {
 	return &parleyv1.ChatRequest{Frame: &parleyv1.ChatRequest_Send{Send: req}}
 }
 
 // resetStreamLocked rebuilds the writer's queue for a new stream from the
 // Session's state: a subscribe for every followed conversation from its
-// position, then every pending send in order. Frames queued for the old
-// stream are discarded because this state already covers them. s.mu must
-// be held.
+// position, then every pending send, edit and delete in order, then the
+// delivered and read marks the server has not confirmed. Frames queued for
+// the old stream are discarded because this state already covers them;
+// typing frames are not repeated, since an indicator lapses by itself.
+// s.mu must be held.
 func (s *Session) resetStreamLocked() {
 	s.sendq = nil
 	for _, conv := range slices.Sorted(maps.Keys(s.subs)) {
@@ -431,7 +575,8 @@ func (s *Session) resetStreamLocked() {
 		sub.frameID = s.queueLocked(subscribeFrame(conv, pos))
 	}
 	s.outbox.each(func(p *pendingSend) {
-		p.frameID = s.queueLocked(sendFrame(p.req))
+		p.frameID = s.queueLocked(p.frame())
 	})
+	s.resetMarksLocked()
 	s.ping = pingState{}
 }

@@ -230,6 +230,16 @@ func (s *Session) handle(resp *parleyv1.ChatResponse) bool {
 		s.mu.Unlock()
 	case *parleyv1.ChatResponse_Error:
 		return s.handleError(f.Error)
+	case *parleyv1.ChatResponse_Receipt:
+		s.confirmMark(f.Receipt)
+		return s.emit(ReceiptEvent{Receipt: f.Receipt})
+	case *parleyv1.ChatResponse_Typing:
+		s.typingLapsed(f.Typing)
+		return s.emit(TypingEvent{Typing: f.Typing})
+	case *parleyv1.ChatResponse_Presence:
+		return s.emit(PresenceEvent{Presence: f.Presence})
+	case *parleyv1.ChatResponse_Notification:
+		return s.emit(NotificationEvent{Notification: f.Notification})
 	}
 	return true
 }
@@ -272,6 +282,7 @@ func (s *Session) handleMessage(m *parleyv1.Message) bool {
 	// The position moves only after the event is queued, so a message
 	// that never reached the application is asked for again on resume.
 	s.mu.Lock()
+	marked := false
 	if s.subs[conv] == sub {
 		if pos := s.positions[conv]; m.GetSeq() > pos.Seq {
 			pos.Seq = m.GetSeq()
@@ -280,8 +291,14 @@ func (s *Session) handleMessage(m *parleyv1.Message) bool {
 		if sub.replaying {
 			sub.replayMax = max(sub.replayMax, m.GetSeq())
 		}
+		if s.cfg.autoDelivered {
+			marked = s.markLocked(conv, s.positions[conv].Seq, 0)
+		}
 	}
 	s.mu.Unlock()
+	if marked {
+		s.wake()
+	}
 	return true
 }
 
@@ -302,6 +319,11 @@ func (s *Session) handleSubscribed(sb *parleyv1.Subscribed) bool {
 	pos.Seq = max(pos.Seq, sb.GetHeadSeq())
 	pos.Epoch = sb.GetEpoch()
 	s.positions[conv] = pos
+	if sb.GetEpochReset() {
+		// Marks in the old log's seqs would hold back (or overshoot)
+		// marks in the new one.
+		delete(s.marks, conv)
+	}
 	sub.replaying = false
 	s.mu.Unlock()
 	return s.emit(SubscribedEvent{Subscribed: sb})
@@ -313,20 +335,23 @@ func (s *Session) handleError(f *parleyv1.ErrorFrame) bool {
 	var failed *pendingSend
 	s.mu.Lock()
 	switch f.GetFrame() {
-	case "send":
+	case "send", "edit", "delete":
 		p := s.outbox.get(f.GetClientMessageId())
 		if p == nil && f.GetFrameId() != 0 {
+			// Some refusals (a malformed frame) name no client_message_id.
 			p = s.outbox.getFrame(f.GetFrameId())
 		}
 		switch {
 		case p == nil:
 		case code == codes.Unavailable:
 			// The server's word for "not stored, resend with the same
-			// client_message_id": the send stays in the outbox.
+			// client_message_id": the change stays in the outbox.
 			s.retryLaterLocked(p)
 		default:
-			failed = s.outbox.take(p.req.GetClientMessageId())
+			failed = s.outbox.take(p.id)
 		}
+	case "delivered", "read":
+		s.markFailedLocked(f.GetConversationId(), code)
 	case "subscribe":
 		if code == codes.AlreadyExists {
 			break // the subscription is in place
@@ -341,7 +366,7 @@ func (s *Session) handleError(f *parleyv1.ErrorFrame) bool {
 	}
 	s.mu.Unlock()
 	if failed != nil {
-		err = fmt.Errorf("send %s to %s: %w", failed.req.GetClientMessageId(), failed.req.GetConversationId(), err)
+		err = fmt.Errorf("%s %s to %s: %w", failed.kind, failed.id, failed.conv, err)
 		s.answer(failed, SendResult{Err: err})
 	}
 	return s.emit(ErrorEvent{Frame: f, Err: err})
@@ -356,9 +381,9 @@ func (s *Session) retryLaterLocked(p *pendingSend) {
 	frameID := p.frameID
 	time.AfterFunc(wait, func() {
 		s.mu.Lock()
-		current := s.err == nil && s.outbox.get(p.req.GetClientMessageId()) == p && p.frameID == frameID
+		current := s.err == nil && s.outbox.get(p.id) == p && p.frameID == frameID
 		if current {
-			p.frameID = s.queueLocked(sendFrame(p.req))
+			p.frameID = s.queueLocked(p.frame())
 		}
 		s.mu.Unlock()
 		if current {
@@ -426,6 +451,6 @@ func (s *Session) failPending(err error) {
 	pending := s.outbox.drain()
 	s.mu.Unlock()
 	for _, p := range pending {
-		s.answer(p, SendResult{Err: fmt.Errorf("send %s to %s: %w", p.req.GetClientMessageId(), p.req.GetConversationId(), err)})
+		s.answer(p, SendResult{Err: fmt.Errorf("%s %s to %s: %w", p.kind, p.id, p.conv, err)})
 	}
 }

@@ -3,7 +3,10 @@
 // seqs, acks, replay then live, dedup of resends, epochs) on a real
 // loopback gRPC listener, and has knobs to break them on purpose: kill
 // streams with a status, withhold acks or pongs, reject a send, restart on
-// the same address, wipe the log into a new epoch, inject raw deliveries.
+// the same address, wipe the log into a new epoch, inject raw deliveries,
+// corrupt downloads. It also carries receipts, typing, presence (with no
+// grace period and no typing expiry), notifications, edits and deletes,
+// and attachments, and records the receipt and typing frames it gets.
 // It is not a reference for the real server: storage is a slice and every
 // ack is immediate.
 package fakeserver
@@ -11,6 +14,7 @@ package fakeserver
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -42,6 +46,7 @@ type Server struct {
 	parleyv1.UnimplementedAuthServiceServer
 	parleyv1.UnimplementedChatServiceServer
 	parleyv1.UnimplementedConversationServiceServer
+	parleyv1.UnimplementedAttachmentServiceServer
 
 	addr string
 
@@ -61,6 +66,16 @@ type Server struct {
 	dropPongs  bool
 	rejects    map[string]*reject // by body
 	stopped    bool
+	receipts   map[string]map[string]*parleyv1.Receipt // conversation → user → positions
+	signals    []*parleyv1.ChatRequest                 // delivered, read and typing frames, in order
+	blobs      map[string]*blob                        // by id
+	corrupt    bool                                    // flip a byte of every download
+}
+
+// blob is an uploaded file.
+type blob struct {
+	data              []byte
+	name, contentType string
 }
 
 // reject answers sends of one body with an ErrorFrame.
@@ -89,6 +104,7 @@ var (
 	_ parleyv1.AuthServiceServer         = (*Server)(nil)
 	_ parleyv1.ChatServiceServer         = (*Server)(nil)
 	_ parleyv1.ConversationServiceServer = (*Server)(nil)
+	_ parleyv1.AttachmentServiceServer   = (*Server)(nil)
 )
 
 // New starts a fake server on a loopback port and stops it when the test
@@ -96,13 +112,15 @@ var (
 func New(t testing.TB) *Server {
 	t.Helper()
 	s := &Server{
-		users:   make(map[string]string),
-		tokens:  make(map[string]string),
-		convs:   make(map[string]*conversation),
-		epoch:   randomID(),
-		acks:    make(map[string]*parleyv1.SendResponse),
-		streams: make(map[*stream]struct{}),
-		rejects: make(map[string]*reject),
+		users:    make(map[string]string),
+		tokens:   make(map[string]string),
+		convs:    make(map[string]*conversation),
+		epoch:    randomID(),
+		acks:     make(map[string]*parleyv1.SendResponse),
+		streams:  make(map[*stream]struct{}),
+		rejects:  make(map[string]*reject),
+		receipts: make(map[string]map[string]*parleyv1.Receipt),
+		blobs:    make(map[string]*blob),
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -128,6 +146,7 @@ func (s *Server) serveLocked(lis net.Listener) {
 	parleyv1.RegisterAuthServiceServer(srv, s)
 	parleyv1.RegisterChatServiceServer(srv, s)
 	parleyv1.RegisterConversationServiceServer(srv, s)
+	parleyv1.RegisterAttachmentServiceServer(srv, s)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -485,12 +504,19 @@ func (s *Server) Chat(ss grpc.BidiStreamingServer[parleyv1.ChatRequest, parleyv1
 		subs: make(map[string]bool),
 	}
 	s.mu.Lock()
+	first := s.streamsOfLocked(st.user) == 0
 	s.streams[st] = struct{}{}
 	s.opened++
+	if first {
+		s.announceLocked(&parleyv1.Presence{UserId: st.user, Online: true})
+	}
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
 		delete(s.streams, st)
+		if s.streamsOfLocked(st.user) == 0 {
+			s.announceLocked(&parleyv1.Presence{UserId: st.user, LastSeen: timestamppb.Now()})
+		}
 		s.mu.Unlock()
 	}()
 
@@ -581,6 +607,48 @@ func (s *Server) handleFrame(st *stream, req *parleyv1.ChatRequest) {
 				Nonce: f.Ping.GetNonce(), ServerTime: timestamppb.Now(),
 			}}})
 		}
+	case *parleyv1.ChatRequest_Delivered:
+		s.signals = append(s.signals, proto.CloneOf(req))
+		if _, err := s.receiptLocked(st.user, f.Delivered.GetConversationId(), f.Delivered.GetSeq(), 0); err != nil {
+			sc := status.Convert(err)
+			fail("delivered", sc.Code(), sc.Message(), f.Delivered.GetConversationId(), "")
+		}
+	case *parleyv1.ChatRequest_Read:
+		s.signals = append(s.signals, proto.CloneOf(req))
+		if _, err := s.receiptLocked(st.user, f.Read.GetConversationId(), 0, f.Read.GetSeq()); err != nil {
+			sc := status.Convert(err)
+			fail("read", sc.Code(), sc.Message(), f.Read.GetConversationId(), "")
+		}
+	case *parleyv1.ChatRequest_Typing:
+		s.signals = append(s.signals, proto.CloneOf(req))
+		if err := s.typingLocked(st.user, f.Typing.GetConversationId(), f.Typing.GetTyping()); err != nil {
+			sc := status.Convert(err)
+			fail("typing", sc.Code(), sc.Message(), f.Typing.GetConversationId(), "")
+		}
+	case *parleyv1.ChatRequest_Edit:
+		e := f.Edit
+		s.sends = append(s.sends, &parleyv1.SendRequest{ConversationId: e.GetConversationId(), ClientMessageId: e.GetClientMessageId(), Body: e.GetBody()})
+		ack, err := s.changeLocked(st.user, e.GetConversationId(), e.GetSeq(), e.GetClientMessageId(), e.GetBody(), parleyv1.MessageKind_MESSAGE_KIND_EDIT)
+		if err != nil {
+			sc := status.Convert(err)
+			fail("edit", sc.Code(), sc.Message(), e.GetConversationId(), e.GetClientMessageId())
+			return
+		}
+		if !s.dropAcks {
+			st.push(&parleyv1.ChatResponse{Frame: &parleyv1.ChatResponse_SendAck{SendAck: ack}})
+		}
+	case *parleyv1.ChatRequest_Delete:
+		d := f.Delete
+		s.sends = append(s.sends, &parleyv1.SendRequest{ConversationId: d.GetConversationId(), ClientMessageId: d.GetClientMessageId()})
+		ack, err := s.changeLocked(st.user, d.GetConversationId(), d.GetSeq(), d.GetClientMessageId(), "", parleyv1.MessageKind_MESSAGE_KIND_DELETE)
+		if err != nil {
+			sc := status.Convert(err)
+			fail("delete", sc.Code(), sc.Message(), d.GetConversationId(), d.GetClientMessageId())
+			return
+		}
+		if !s.dropAcks {
+			st.push(&parleyv1.ChatResponse{Frame: &parleyv1.ChatResponse_SendAck{SendAck: ack}})
+		}
 	default:
 		fail("unknown", codes.InvalidArgument, "empty frame", "", "")
 	}
@@ -589,7 +657,7 @@ func (s *Server) handleFrame(st *stream, req *parleyv1.ChatRequest) {
 // publishLocked stores and fans out a message, or returns the original
 // ack of a resend. s.mu must be held.
 func (s *Server) publishLocked(sender string, req *parleyv1.SendRequest) (*parleyv1.SendResponse, error) {
-	if req.GetBody() == "" {
+	if req.GetBody() == "" && len(req.GetAttachments()) == 0 {
 		return nil, status.Error(codes.InvalidArgument, "empty body")
 	}
 	if id := req.GetClientMessageId(); id == "" || len(id) > 64 {
@@ -599,42 +667,209 @@ func (s *Server) publishLocked(sender string, req *parleyv1.SendRequest) (*parle
 	if !ok || !c.members[sender] {
 		return nil, status.Error(codes.PermissionDenied, "not a member of this conversation")
 	}
-	key := sender + "\x00" + req.GetClientMessageId()
-	if ack, ok := s.acks[key]; ok {
-		dup := proto.CloneOf(ack)
-		dup.Duplicate = true
-		return dup, nil
+	if ack, ok := s.ackedLocked(sender, req.GetClientMessageId()); ok {
+		return ack, nil
 	}
-	prev := c.last
-	c.last++
-	m := &parleyv1.Message{
-		ConversationId:  c.info.Id,
-		Seq:             c.last,
+	var atts []*parleyv1.Attachment
+	for _, a := range req.GetAttachments() {
+		b, ok := s.blobs[a.GetId()]
+		if !ok {
+			return nil, status.Errorf(codes.PermissionDenied, "no attachment %q of yours", a.GetId())
+		}
+		atts = append(atts, &parleyv1.Attachment{Id: a.GetId(), Name: a.GetName(), ContentType: a.GetContentType(), Size: uint64(len(b.data))})
+	}
+	return s.storeLocked(c, &parleyv1.Message{
 		SenderId:        sender,
 		ClientMessageId: req.GetClientMessageId(),
 		Body:            req.GetBody(),
-		SentAt:          timestamppb.Now(),
-		PrevSeq:         prev,
+		Attachments:     atts,
+	}), nil
+}
+
+// ackedLocked returns the original ack, marked duplicate, of a
+// (sender, client_message_id) already stored. s.mu must be held.
+func (s *Server) ackedLocked(sender, clientMessageID string) (*parleyv1.SendResponse, bool) {
+	ack, ok := s.acks[sender+"\x00"+clientMessageID]
+	if !ok {
+		return nil, false
 	}
+	dup := proto.CloneOf(ack)
+	dup.Duplicate = true
+	return dup, true
+}
+
+// storeLocked sequences m in c, delivers it and returns its ack. s.mu must
+// be held.
+func (s *Server) storeLocked(c *conversation, m *parleyv1.Message) *parleyv1.SendResponse {
+	m.ConversationId = c.info.Id
+	m.PrevSeq = c.last
+	c.last++
+	m.Seq = c.last
+	m.SentAt = timestamppb.Now()
 	c.msgs = append(c.msgs, m)
 	c.active = time.Now()
 	s.fanOutLocked(m)
+	if m.GetKind() == parleyv1.MessageKind_MESSAGE_KIND_UNSPECIFIED {
+		s.notifyLocked(c, m)
+	}
 	ack := &parleyv1.SendResponse{
 		ConversationId:  m.ConversationId,
 		ClientMessageId: m.ClientMessageId,
 		Seq:             m.Seq,
 		SentAt:          m.SentAt,
 	}
-	s.acks[key] = ack
+	s.acks[m.SenderId+"\x00"+m.ClientMessageId] = ack
+	return ack
+}
+
+// changeLocked stores an edit or delete of the post at seq, and changes the
+// stored post the way History shows it. s.mu must be held.
+func (s *Server) changeLocked(sender, conv string, seq uint64, cmid, body string, kind parleyv1.MessageKind) (*parleyv1.SendResponse, error) {
+	if cmid == "" || len(cmid) > 64 {
+		return nil, status.Error(codes.InvalidArgument, "client_message_id must be 1 to 64 characters")
+	}
+	if kind == parleyv1.MessageKind_MESSAGE_KIND_EDIT && body == "" {
+		return nil, status.Error(codes.InvalidArgument, "empty body")
+	}
+	c, ok := s.convs[conv]
+	if !ok || !c.members[sender] {
+		return nil, status.Error(codes.PermissionDenied, "not a member of this conversation")
+	}
+	if ack, ok := s.ackedLocked(sender, cmid); ok {
+		return ack, nil
+	}
+	i := slices.IndexFunc(c.msgs, func(m *parleyv1.Message) bool { return m.GetSeq() == seq })
+	if i < 0 {
+		return nil, status.Errorf(codes.NotFound, "no stored message at seq %d", seq)
+	}
+	post := c.msgs[i]
+	switch {
+	case post.GetKind() != parleyv1.MessageKind_MESSAGE_KIND_UNSPECIFIED && post.GetKind() != parleyv1.MessageKind_MESSAGE_KIND_POST:
+		return nil, status.Errorf(codes.FailedPrecondition, "seq %d is not a post", seq)
+	case post.GetSenderId() != sender:
+		return nil, status.Errorf(codes.PermissionDenied, "seq %d is %s's", seq, post.GetSenderId())
+	case post.GetDeleted():
+		return nil, status.Errorf(codes.FailedPrecondition, "seq %d was deleted", seq)
+	}
+	ack := s.storeLocked(c, &parleyv1.Message{SenderId: sender, ClientMessageId: cmid, Body: body, Kind: kind, TargetSeq: seq})
+	// Streams may still hold the old post: change a copy.
+	changed := proto.CloneOf(post)
+	if kind == parleyv1.MessageKind_MESSAGE_KIND_EDIT {
+		changed.Body, changed.EditedAt = body, ack.GetSentAt()
+	} else {
+		changed.Body, changed.Attachments, changed.Deleted = "", nil, true
+	}
+	c.msgs[i] = changed
 	return ack, nil
 }
 
 func (s *Server) fanOutLocked(m *parleyv1.Message) {
+	s.broadcastLocked(m.GetConversationId(), &parleyv1.ChatResponse{Frame: &parleyv1.ChatResponse_Message{Message: m}})
+}
+
+// broadcastLocked pushes a frame to every stream following conv. s.mu must
+// be held.
+func (s *Server) broadcastLocked(conv string, resp *parleyv1.ChatResponse) {
 	for st := range s.streams {
-		if st.subs[m.GetConversationId()] {
-			st.push(&parleyv1.ChatResponse{Frame: &parleyv1.ChatResponse_Message{Message: m}})
+		if st.subs[conv] {
+			st.push(resp)
 		}
 	}
+}
+
+// notifyLocked tells the other members' streams that do not follow c about
+// a new post. s.mu must be held.
+func (s *Server) notifyLocked(c *conversation, m *parleyv1.Message) {
+	preview := []rune(m.GetBody())
+	if len(preview) > 100 {
+		preview = preview[:100]
+	}
+	for st := range s.streams {
+		if st.user == m.GetSenderId() || !c.members[st.user] || st.subs[c.info.Id] {
+			continue
+		}
+		st.push(&parleyv1.ChatResponse{Frame: &parleyv1.ChatResponse_Notification{Notification: &parleyv1.Notification{
+			ConversationId: c.info.Id, Seq: m.GetSeq(), SenderId: m.GetSenderId(), Preview: string(preview), SentAt: m.GetSentAt(),
+		}}})
+	}
+}
+
+func (s *Server) streamsOfLocked(user string) int {
+	n := 0
+	for st := range s.streams {
+		if st.user == user {
+			n++
+		}
+	}
+	return n
+}
+
+// peersLocked reports whether a and b share a conversation (a user is
+// their own peer). s.mu must be held.
+func (s *Server) peersLocked(a, b string) bool {
+	if a == b {
+		return true
+	}
+	for _, c := range s.convs {
+		if c.members[a] && c.members[b] {
+			return true
+		}
+	}
+	return false
+}
+
+// announceLocked tells every stream of p's user's peers about p. s.mu must
+// be held.
+func (s *Server) announceLocked(p *parleyv1.Presence) {
+	for st := range s.streams {
+		if s.peersLocked(st.user, p.GetUserId()) {
+			st.push(&parleyv1.ChatResponse{Frame: &parleyv1.ChatResponse_Presence{Presence: p}})
+		}
+	}
+}
+
+// receiptLocked moves user's positions in conv forward and tells the
+// conversation's subscribers. s.mu must be held.
+func (s *Server) receiptLocked(user, conv string, delivered, read uint64) (*parleyv1.Receipt, error) {
+	c, ok := s.convs[conv]
+	if !ok || !c.members[user] {
+		return nil, status.Error(codes.PermissionDenied, "not a member of this conversation")
+	}
+	if seq := max(delivered, read); seq > c.last {
+		return nil, status.Errorf(codes.InvalidArgument, "seq %d is past the conversation's newest message (%d)", seq, c.last)
+	}
+	byUser := s.receipts[conv]
+	if byUser == nil {
+		byUser = make(map[string]*parleyv1.Receipt)
+		s.receipts[conv] = byUser
+	}
+	r := byUser[user]
+	if r == nil {
+		r = &parleyv1.Receipt{ConversationId: conv, UserId: user}
+	} else {
+		r = proto.CloneOf(r)
+	}
+	r.ReadSeq = max(r.ReadSeq, read)
+	r.DeliveredSeq = max(r.DeliveredSeq, delivered, read)
+	r.UpdatedAt = timestamppb.Now()
+	byUser[user] = r
+	s.broadcastLocked(conv, &parleyv1.ChatResponse{Frame: &parleyv1.ChatResponse_Receipt{Receipt: r}})
+	return r, nil
+}
+
+// typingLocked tells conv's subscribers that user is (not) typing. s.mu
+// must be held.
+func (s *Server) typingLocked(user, conv string, on bool) error {
+	c, ok := s.convs[conv]
+	if !ok || !c.members[user] {
+		return status.Error(codes.PermissionDenied, "not a member of this conversation")
+	}
+	t := &parleyv1.Typing{ConversationId: conv, UserId: user, Typing: on}
+	if on {
+		t.ExpiresAt = timestamppb.New(time.Now().Add(6 * time.Second))
+	}
+	s.broadcastLocked(conv, &parleyv1.ChatResponse{Frame: &parleyv1.ChatResponse_Typing{Typing: t}})
+	return nil
 }
 
 // Send implements ChatService's unary Send.
@@ -649,8 +884,8 @@ func (s *Server) History(ctx context.Context, req *parleyv1.HistoryRequest) (*pa
 	if req.GetLimit() < 0 || req.GetLimit() > 500 {
 		return nil, status.Error(codes.InvalidArgument, "limit must be 0 to 500")
 	}
-	if req.GetAfterSeq() != 0 && req.GetBeforeSeq() != 0 {
-		return nil, status.Error(codes.InvalidArgument, "set at most one of after_seq and before_seq")
+	if (req.GetAfterSeq() != 0 || req.GetForward()) && req.GetBeforeSeq() != 0 {
+		return nil, status.Error(codes.InvalidArgument, "set at most one of after_seq (or forward) and before_seq")
 	}
 	limit := int(req.GetLimit())
 	if limit == 0 {
@@ -665,7 +900,7 @@ func (s *Server) History(ctx context.Context, req *parleyv1.HistoryRequest) (*pa
 	var page []*parleyv1.Message
 	more := false
 	switch {
-	case req.GetAfterSeq() != 0:
+	case req.GetAfterSeq() != 0 || req.GetForward():
 		for _, m := range c.msgs {
 			if m.Seq > req.GetAfterSeq() {
 				if len(page) == limit {
@@ -702,6 +937,19 @@ func (s *Server) memberConvLocked(ctx context.Context, id string) (*conversation
 	return c, nil
 }
 
+// viewLocked is c as user sees it, with their read position and unread
+// count. s.mu must be held.
+func (s *Server) viewLocked(c *conversation, user string) *parleyv1.Conversation {
+	v := c.view()
+	v.ReadSeq = s.receipts[c.info.Id][user].GetReadSeq()
+	for _, m := range c.msgs {
+		if m.GetSeq() > v.ReadSeq && m.GetSenderId() != user && m.GetKind() == parleyv1.MessageKind_MESSAGE_KIND_UNSPECIFIED && !m.GetDeleted() {
+			v.UnreadCount++
+		}
+	}
+	return v
+}
+
 func (c *conversation) view() *parleyv1.Conversation {
 	v := proto.CloneOf(c.info)
 	for m := range c.members {
@@ -733,7 +981,7 @@ func (s *Server) CreateDirect(ctx context.Context, req *parleyv1.CreateDirectReq
 	if !ok {
 		c = s.addConvLocked(&parleyv1.Conversation{Id: id, Kind: parleyv1.ConversationKind_CONVERSATION_KIND_DIRECT}, me, other)
 	}
-	return &parleyv1.CreateDirectResponse{Conversation: c.view()}, nil
+	return &parleyv1.CreateDirectResponse{Conversation: s.viewLocked(c, userOf(ctx))}, nil
 }
 
 // CreateRoom implements ConversationService.
@@ -754,7 +1002,7 @@ func (s *Server) CreateRoom(ctx context.Context, req *parleyv1.CreateRoomRequest
 	c := s.addConvLocked(&parleyv1.Conversation{
 		Id: id, Kind: parleyv1.ConversationKind_CONVERSATION_KIND_ROOM, Title: title, OwnerId: userOf(ctx),
 	}, userOf(ctx))
-	return &parleyv1.CreateRoomResponse{Conversation: c.view()}, nil
+	return &parleyv1.CreateRoomResponse{Conversation: s.viewLocked(c, userOf(ctx))}, nil
 }
 
 // JoinRoom implements ConversationService.
@@ -766,7 +1014,7 @@ func (s *Server) JoinRoom(ctx context.Context, req *parleyv1.JoinRoomRequest) (*
 		return nil, status.Errorf(codes.NotFound, "no room %q", req.GetConversationId())
 	}
 	c.members[userOf(ctx)] = true
-	return &parleyv1.JoinRoomResponse{Conversation: c.view()}, nil
+	return &parleyv1.JoinRoomResponse{Conversation: s.viewLocked(c, userOf(ctx))}, nil
 }
 
 // CreateGroup implements ConversationService.
@@ -785,7 +1033,7 @@ func (s *Server) CreateGroup(ctx context.Context, req *parleyv1.CreateGroupReque
 		Id: "group:" + randomID()[:12], Kind: parleyv1.ConversationKind_CONVERSATION_KIND_GROUP,
 		Title: req.GetTitle(), OwnerId: userOf(ctx),
 	}, append([]string{userOf(ctx)}, req.GetMemberIds()...)...)
-	return &parleyv1.CreateGroupResponse{Conversation: c.view()}, nil
+	return &parleyv1.CreateGroupResponse{Conversation: s.viewLocked(c, userOf(ctx))}, nil
 }
 
 func (s *Server) ownedGroupLocked(ctx context.Context, id string) (*conversation, error) {
@@ -814,7 +1062,7 @@ func (s *Server) AddMember(ctx context.Context, req *parleyv1.AddMemberRequest) 
 		return nil, status.Errorf(codes.NotFound, "no user %q", req.GetUserId())
 	}
 	c.members[req.GetUserId()] = true
-	return &parleyv1.AddMemberResponse{Conversation: c.view()}, nil
+	return &parleyv1.AddMemberResponse{Conversation: s.viewLocked(c, userOf(ctx))}, nil
 }
 
 // RemoveMember implements ConversationService.
@@ -829,7 +1077,7 @@ func (s *Server) RemoveMember(ctx context.Context, req *parleyv1.RemoveMemberReq
 		return nil, status.Error(codes.FailedPrecondition, "the owner leaves instead")
 	}
 	delete(c.members, req.GetUserId())
-	return &parleyv1.RemoveMemberResponse{Conversation: c.view()}, nil
+	return &parleyv1.RemoveMemberResponse{Conversation: s.viewLocked(c, userOf(ctx))}, nil
 }
 
 // LeaveConversation implements ConversationService.
@@ -855,7 +1103,7 @@ func (s *Server) GetConversation(ctx context.Context, req *parleyv1.GetConversat
 	if err != nil {
 		return nil, err
 	}
-	return &parleyv1.GetConversationResponse{Conversation: c.view()}, nil
+	return &parleyv1.GetConversationResponse{Conversation: s.viewLocked(c, userOf(ctx))}, nil
 }
 
 // ListConversations implements ConversationService.
@@ -871,9 +1119,164 @@ func (s *Server) ListConversations(ctx context.Context, _ *parleyv1.ListConversa
 	sort.Slice(mine, func(i, j int) bool { return mine[i].active.After(mine[j].active) })
 	resp := &parleyv1.ListConversationsResponse{}
 	for _, c := range mine {
-		resp.Conversations = append(resp.Conversations, c.view())
+		resp.Conversations = append(resp.Conversations, s.viewLocked(c, userOf(ctx)))
 	}
 	return resp, nil
+}
+
+// --- receipts, typing, presence, edits ---
+
+// MarkDelivered implements ChatService.
+func (s *Server) MarkDelivered(ctx context.Context, req *parleyv1.MarkDeliveredRequest) (*parleyv1.MarkDeliveredResponse, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, err := s.receiptLocked(userOf(ctx), req.GetConversationId(), req.GetSeq(), 0)
+	if err != nil {
+		return nil, err
+	}
+	return &parleyv1.MarkDeliveredResponse{Receipt: r}, nil
+}
+
+// MarkRead implements ChatService.
+func (s *Server) MarkRead(ctx context.Context, req *parleyv1.MarkReadRequest) (*parleyv1.MarkReadResponse, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, err := s.receiptLocked(userOf(ctx), req.GetConversationId(), 0, req.GetSeq())
+	if err != nil {
+		return nil, err
+	}
+	return &parleyv1.MarkReadResponse{Receipt: r}, nil
+}
+
+// GetReceipts implements ChatService.
+func (s *Server) GetReceipts(ctx context.Context, req *parleyv1.GetReceiptsRequest) (*parleyv1.GetReceiptsResponse, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, err := s.memberConvLocked(ctx, req.GetConversationId()); err != nil {
+		return nil, err
+	}
+	resp := &parleyv1.GetReceiptsResponse{}
+	for _, r := range s.receipts[req.GetConversationId()] {
+		resp.Receipts = append(resp.Receipts, r)
+	}
+	slices.SortFunc(resp.Receipts, func(a, b *parleyv1.Receipt) int { return strings.Compare(a.GetUserId(), b.GetUserId()) })
+	return resp, nil
+}
+
+// SetTyping implements ChatService.
+func (s *Server) SetTyping(ctx context.Context, req *parleyv1.SetTypingRequest) (*parleyv1.SetTypingResponse, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.typingLocked(userOf(ctx), req.GetConversationId(), req.GetTyping()); err != nil {
+		return nil, err
+	}
+	return &parleyv1.SetTypingResponse{}, nil
+}
+
+// EditMessage implements ChatService.
+func (s *Server) EditMessage(ctx context.Context, req *parleyv1.EditMessageRequest) (*parleyv1.EditMessageResponse, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ack, err := s.changeLocked(userOf(ctx), req.GetConversationId(), req.GetSeq(), req.GetClientMessageId(), req.GetBody(), parleyv1.MessageKind_MESSAGE_KIND_EDIT)
+	if err != nil {
+		return nil, err
+	}
+	return &parleyv1.EditMessageResponse{Ack: ack}, nil
+}
+
+// DeleteMessage implements ChatService.
+func (s *Server) DeleteMessage(ctx context.Context, req *parleyv1.DeleteMessageRequest) (*parleyv1.DeleteMessageResponse, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ack, err := s.changeLocked(userOf(ctx), req.GetConversationId(), req.GetSeq(), req.GetClientMessageId(), "", parleyv1.MessageKind_MESSAGE_KIND_DELETE)
+	if err != nil {
+		return nil, err
+	}
+	return &parleyv1.DeleteMessageResponse{Ack: ack}, nil
+}
+
+// GetPresence implements ChatService.
+func (s *Server) GetPresence(ctx context.Context, req *parleyv1.GetPresenceRequest) (*parleyv1.GetPresenceResponse, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	resp := &parleyv1.GetPresenceResponse{}
+	for _, u := range req.GetUserIds() {
+		if s.peersLocked(userOf(ctx), u) {
+			resp.Presences = append(resp.Presences, &parleyv1.Presence{UserId: u, Online: s.streamsOfLocked(u) > 0})
+		}
+	}
+	return resp, nil
+}
+
+// Signals returns every delivered, read and typing frame received on any
+// Chat stream, in order.
+func (s *Server) Signals() []*parleyv1.ChatRequest {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.signals)
+}
+
+// Receipt returns user's positions in conv, nil if they have none.
+func (s *Server) Receipt(conv, user string) *parleyv1.Receipt {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.receipts[conv][user]
+}
+
+// --- attachments ---
+
+// CorruptDownloads makes Download flip a bit in the content it sends, as a
+// broken proxy or disk would.
+func (s *Server) CorruptDownloads(corrupt bool) {
+	s.mu.Lock()
+	s.corrupt = corrupt
+	s.mu.Unlock()
+}
+
+// Upload implements AttachmentService. Any user may download any file.
+func (s *Server) Upload(_ context.Context, req *parleyv1.UploadRequest) (*parleyv1.UploadResponse, error) {
+	if len(req.GetData()) == 0 || req.GetName() == "" || strings.Contains(req.GetName(), "/") {
+		return nil, status.Error(codes.InvalidArgument, "data and a name without '/' are required")
+	}
+	sum := sha256.Sum256(req.GetData())
+	id := hex.EncodeToString(sum[:])
+	ct := req.GetContentType()
+	if ct == "" {
+		ct = "application/octet-stream"
+	}
+	s.mu.Lock()
+	s.blobs[id] = &blob{data: slices.Clone(req.GetData()), name: req.GetName(), contentType: ct}
+	s.mu.Unlock()
+	return &parleyv1.UploadResponse{Attachment: &parleyv1.Attachment{Id: id, Name: req.GetName(), ContentType: ct, Size: uint64(len(req.GetData()))}}, nil
+}
+
+// Download implements AttachmentService, in chunks of 64 KiB.
+func (s *Server) Download(req *parleyv1.DownloadRequest, stream grpc.ServerStreamingServer[parleyv1.DownloadResponse]) error {
+	s.mu.Lock()
+	b, ok := s.blobs[req.GetAttachmentId()]
+	corrupt := s.corrupt
+	s.mu.Unlock()
+	if !ok {
+		return status.Error(codes.PermissionDenied, "no such attachment for you")
+	}
+	data := b.data
+	if corrupt {
+		data = slices.Clone(data)
+		data[len(data)/2] ^= 1
+	}
+	if err := stream.Send(&parleyv1.DownloadResponse{Part: &parleyv1.DownloadResponse_Attachment{Attachment: &parleyv1.Attachment{
+		Id: req.GetAttachmentId(), Name: b.name, ContentType: b.contentType, Size: uint64(len(data)),
+	}}}); err != nil {
+		return err
+	}
+	for len(data) > 0 {
+		n := min(len(data), 64<<10)
+		if err := stream.Send(&parleyv1.DownloadResponse{Part: &parleyv1.DownloadResponse_Chunk{Chunk: data[:n]}}); err != nil {
+			return err
+		}
+		data = data[n:]
+	}
+	return nil
 }
 
 func randomID() string {
