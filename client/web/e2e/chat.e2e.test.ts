@@ -200,6 +200,7 @@ describe("two people chat in Chromium", () => {
     // Typed while the server is down: shown at once, pending, sent later.
     await send(alice.page, "Are you there? The server blinked.");
     expect(await bubble(alice.page, "The server blinked").getAttribute("data-state")).toBe("pending");
+    await alice.page.screenshot({ path: join(artifacts, "reconnecting-desktop.png") });
     await server.start();
     await cli.run(["send", dm, "Sent from the terminal while your page was away"]);
     await bubble(alice.page, "Sent from the terminal while your page was away").waitFor({ timeout: 30_000 });

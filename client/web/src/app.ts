@@ -560,6 +560,12 @@ export class App {
     this.api.chat.setTyping({ conversationId: c.id, typing: on }).catch((err) => this.background("typing", err));
   }
 
+  /** online says whether user is online, or undefined while this page cannot know. */
+  online(user: string): boolean | undefined {
+    if (this.link.state !== "live") return undefined;
+    return this.presence.get(user)?.online;
+  }
+
   typers(c: Conv): string[] {
     const now = Date.now();
     return [...c.typing].filter(([u, exp]) => u !== this.me && exp > now).map(([u]) => u);
@@ -811,6 +817,7 @@ export class App {
       }
       const ctrl = new AbortController();
       this.stream = ctrl;
+      this.restartWanted = false; // the plans above already include every conversation
       let gotFrame = false;
       try {
         const frames = this.api.chat.subscribe({
@@ -857,8 +864,8 @@ export class App {
     await this.sleep(wait);
   }
 
-  /** online is called when the browser says the network is back. */
-  online(): void {
+  /** networkBack is called when the browser says the network is back. */
+  networkBack(): void {
     this.reconnectNow();
   }
 

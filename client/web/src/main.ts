@@ -47,7 +47,7 @@ function showChat(s: Session): void {
 }
 
 window.addEventListener("popstate", () => app?.open(routeConv()));
-window.addEventListener("online", () => app?.online());
+window.addEventListener("online", () => app?.networkBack());
 window.addEventListener("offline", () => app?.reconnectNow());
 document.addEventListener("visibilitychange", () => app?.setVisible(!document.hidden));
 window.addEventListener("focus", () => app?.setVisible(!document.hidden));

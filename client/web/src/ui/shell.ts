@@ -259,7 +259,7 @@ export class Shell {
       keep.add(c.id);
       const title = app.title(c);
       const other = c.kind === KIND_DIRECT ? title : "";
-      const online = other ? app.presence.get(other)?.online : undefined;
+      const online = other ? app.online(other) : undefined;
       const typers = app.typers(c);
       const lastText = typers.length ? typingLine(typers) : c.last ? summary(app, c) : c.kind === KIND_DIRECT ? "Say hello 👋" : "No messages yet";
       const sig = [title, lastText, c.unread, c.last?.sentAt ?? 0, online, c.id === app.currentId, typers.length].join("|");
@@ -304,10 +304,10 @@ export class Shell {
     if (typers.length) sub = typingLine(typers);
     else if (c.kind === KIND_DIRECT) {
       const p = app.presence.get(title);
-      online = p?.online;
-      sub = !p ? "direct message" : p.online ? "online" : lastSeen(p.lastSeen);
+      online = app.online(title);
+      sub = !p || online === undefined ? "direct message" : p.online ? "online" : lastSeen(p.lastSeen);
     } else {
-      const on = c.members.filter((m) => m !== app.me && app.presence.get(m)?.online).length;
+      const on = c.members.filter((m) => m !== app.me && app.online(m)).length;
       sub = `${c.members.length} member${c.members.length === 1 ? "" : "s"}${on ? `, ${on} online` : ""}`;
       if (c.kind === KIND_ROOM) sub = `${c.id.replace(/^room:/, "#")} · ${sub}`;
     }
@@ -758,10 +758,10 @@ export class Shell {
     const members = h("ul", { class: "members" });
     for (const m of c.members) {
       const p = app.presence.get(m);
-      const online = m === app.me ? app.link.state === "live" : p?.online;
+      const online = m === app.me ? app.link.state === "live" : app.online(m);
       members.append(h("li", null, avatar(m, online, KIND_DIRECT, "sm"),
         h("span", { class: "member-name" }, m, m === app.me ? h("span", { class: "muted" }, " (you)") : null, m === c.ownerId ? h("span", { class: "tag" }, c.kind === KIND_GROUP ? "owner" : "creator") : null),
-        h("span", { class: "muted member-status" }, m === app.me ? "" : online ? "online" : p ? lastSeen(p.lastSeen) : ""),
+        h("span", { class: "muted member-status" }, m === app.me || online === undefined ? "" : online ? "online" : p ? lastSeen(p.lastSeen) : ""),
         c.kind === KIND_GROUP && c.ownerId === app.me && m !== app.me
           ? h("button", { class: "link-btn", type: "button", onclick: async () => { try { await app.removeMember(c.id, m); this.infoDialog(app.convs.get(c.id)!); } catch (e) { app.toast(explain(e, "removing the member")); } } }, "Remove")
           : null,
