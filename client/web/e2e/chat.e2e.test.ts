@@ -116,6 +116,7 @@ describe("two people chat in Chromium", () => {
     await bob.page.fill("#password", "wrong password");
     await bob.page.getByRole("button", { name: "Log in", exact: true }).click();
     await bob.page.getByRole("alert").filter({ hasText: "Wrong username or password." }).waitFor();
+    await bob.page.screenshot({ path: join(artifacts, "login-error-desktop.png") });
   });
 
   test("both register and log in", async () => {
