@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"runtime/debug"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/parleychat/parley/server/auth"
+	"github.com/parleychat/parley/server/store"
 )
 
 // public lists the services callable without a token: account creation and
@@ -29,6 +31,31 @@ func needsToken(_ context.Context, c interceptors.CallMeta) bool {
 		}
 	}
 	return true
+}
+
+// authenticate verifies the bearer token and, for tokens this server
+// issued, that their user still exists: a token outlives a deleted account
+// or a wiped data dir, and must not outlive it here.
+func authenticate(a *auth.Authenticator, users interface {
+	User(id string) (store.User, error)
+}) grpcauth.AuthFunc {
+	verify := a.GRPCAuthFunc()
+	return func(ctx context.Context) (context.Context, error) {
+		ctx, err := verify(ctx)
+		if err != nil {
+			return nil, err
+		}
+		c, _ := auth.FromContext(ctx)
+		if c.Issuer != a.Issuer() {
+			return ctx, nil // external users are known to their issuer, not to us
+		}
+		if _, err := users.User(c.UserID); errors.Is(err, store.ErrNotFound) {
+			return nil, status.Error(codes.Unauthenticated, "the token's user does not exist here: register or log in again")
+		} else if err != nil {
+			return nil, status.Error(codes.Unavailable, "cannot check the token's user right now; try again")
+		}
+		return ctx, nil
+	}
 }
 
 func slogLogger(l *slog.Logger) logging.Logger {
@@ -92,20 +119,20 @@ func (s validatedStream) RecvMsg(m any) error {
 // The chains run outermost first: recovery catches panics anywhere below,
 // logging sees the final status, auth runs before validation, so that
 // callers without a token learn nothing about what shape is expected.
-func unaryInterceptors(l *slog.Logger, a *auth.Authenticator, v validator) []grpc.UnaryServerInterceptor {
+func unaryInterceptors(l *slog.Logger, a grpcauth.AuthFunc, v validator) []grpc.UnaryServerInterceptor {
 	return []grpc.UnaryServerInterceptor{
 		recovery.UnaryServerInterceptor(recoverPanic(l)),
 		logging.UnaryServerInterceptor(slogLogger(l), logging.WithLevels(levels), logging.WithLogOnEvents(logging.FinishCall)),
-		selector.UnaryServerInterceptor(grpcauth.UnaryServerInterceptor(grpcauth.AuthFunc(a.GRPCAuthFunc())), selector.MatchFunc(needsToken)),
+		selector.UnaryServerInterceptor(grpcauth.UnaryServerInterceptor(a), selector.MatchFunc(needsToken)),
 		v.unary,
 	}
 }
 
-func streamInterceptors(l *slog.Logger, a *auth.Authenticator, v validator) []grpc.StreamServerInterceptor {
+func streamInterceptors(l *slog.Logger, a grpcauth.AuthFunc, v validator) []grpc.StreamServerInterceptor {
 	return []grpc.StreamServerInterceptor{
 		recovery.StreamServerInterceptor(recoverPanic(l)),
 		logging.StreamServerInterceptor(slogLogger(l), logging.WithLevels(levels), logging.WithLogOnEvents(logging.FinishCall)),
-		selector.StreamServerInterceptor(grpcauth.StreamServerInterceptor(grpcauth.AuthFunc(a.GRPCAuthFunc())), selector.MatchFunc(needsToken)),
+		selector.StreamServerInterceptor(grpcauth.StreamServerInterceptor(a), selector.MatchFunc(needsToken)),
 		v.stream,
 	}
 }

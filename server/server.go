@@ -233,8 +233,8 @@ func (s *Server) build() error {
 		grpc.ForceServerCodecV2(chat.Codec()),
 		// An upload is one message: the file plus room for its name and type.
 		grpc.MaxRecvMsgSize(s.maxAttachment()+64<<10),
-		grpc.ChainUnaryInterceptor(append([]grpc.UnaryServerInterceptor{s.stats.GRPC.UnaryServerInterceptor()}, unaryInterceptors(s.log, authn, svc.Validate)...)...),
-		grpc.ChainStreamInterceptor(append([]grpc.StreamServerInterceptor{s.stats.GRPC.StreamServerInterceptor()}, streamInterceptors(s.log, authn, svc.Validate)...)...),
+		grpc.ChainUnaryInterceptor(append([]grpc.UnaryServerInterceptor{s.stats.GRPC.UnaryServerInterceptor()}, unaryInterceptors(s.log, authenticate(authn, s.store), svc.Validate)...)...),
+		grpc.ChainStreamInterceptor(append([]grpc.StreamServerInterceptor{s.stats.GRPC.StreamServerInterceptor()}, streamInterceptors(s.log, authenticate(authn, s.store), svc.Validate)...)...),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	)
