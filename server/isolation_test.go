@@ -23,7 +23,7 @@ func TestTokensThatMustNotGetIn(t *testing.T) {
 	b64 := base64.RawURLEncoding.EncodeToString
 	exp := time.Now().Add(time.Hour).Unix()
 	tokens := map[string]string{
-		"alg none":           b64([]byte(`{"alg":"none","typ":"JWT"}`)) + "." + b64([]byte(`{"sub":"` + alice.id + `","iss":"parley","exp":` + strconv.FormatInt(exp, 10) + `}`)) + ".",
+		"alg none":           b64([]byte(`{"alg":"none","typ":"JWT"}`)) + "." + b64([]byte(`{"sub":"`+alice.id+`","iss":"parley","exp":`+strconv.FormatInt(exp, 10)+`}`)) + ".",
 		"forged signature":   alice.token[:strings.LastIndex(alice.token, ".")+1] + b64([]byte("not the signature")),
 		"other key":          tokenFrom(t, []byte("ffffffffffffffffffffffffffffffff"), alice.id, time.Now()),
 		"expired":            tokenFrom(t, testKey, alice.id, time.Now().Add(-3*time.Hour)),
