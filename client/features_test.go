@@ -399,3 +399,38 @@ func TestHistoryForward(t *testing.T) {
 		}
 	}
 }
+
+// TestCloseSendsWhatIsQueued closes a Session right after a mark and a
+// typing frame: Close half-closes the stream after sending them, so the
+// server has them by the time it returns.
+func TestCloseSendsWhatIsQueued(t *testing.T) {
+	srv, c := setup(t)
+	publish(t, srv, "a", "b")
+	s, r := record(t, c, fast()...)
+	subscribed(t, s, r, conv)
+	if err := s.SetTyping(conv, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MarkRead(conv, 2); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if rc := srv.Receipt(conv, "alice"); rc.GetReadSeq() != 2 {
+		t.Errorf("receipt after Close: %v, want read 2", rc)
+	}
+	if got := typingFrames(srv); !slices.Equal(got, []bool{true}) {
+		t.Errorf("typing frames %v, want [true]", got)
+	}
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Errorf("Close took %v; the server ended the stream at once", d)
+	}
+	if !errors.Is(s.Err(), client.ErrClosed) {
+		t.Errorf("Err() = %v, want ErrClosed", s.Err())
+	}
+	if n := srv.StreamsOpened(); n != 1 {
+		t.Errorf("%d streams opened: the Session reconnected while closing", n)
+	}
+}

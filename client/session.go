@@ -37,9 +37,13 @@ type Session struct {
 	cancel context.CancelCauseFunc
 	events chan Event
 	done   chan struct{}
-	kick   chan struct{} // buffered 1: wakes the stream's writer
-	room   chan struct{} // one token per outbox slot in use; bounds the outbox
-	rtt    atomic.Int64  // nanoseconds, 0 until the first pong
+	// closing is closed when Close starts: the writer sends what is
+	// queued and half-closes the stream, and run opens no other.
+	closing   chan struct{}
+	closeOnce sync.Once
+	kick      chan struct{} // buffered 1: wakes the stream's writer
+	room      chan struct{} // one token per outbox slot in use; bounds the outbox
+	rtt       atomic.Int64  // nanoseconds, 0 until the first pong
 
 	// stalls counts the times the reader had to wait for the application
 	// to take an event, and stalled is true while it waits. A pong that
@@ -214,6 +218,7 @@ func (c *Client) NewSession(ctx context.Context, opts ...SessionOption) (*Sessio
 		cancel:    cancel,
 		events:    make(chan Event, cfg.eventBuffer),
 		done:      make(chan struct{}),
+		closing:   make(chan struct{}),
 		kick:      make(chan struct{}, 1),
 		room:      make(chan struct{}, cfg.outboxSize),
 		subs:      make(map[string]*subscription),
@@ -256,11 +261,28 @@ func (s *Session) Err() error {
 	return s.err
 }
 
-// Close ends the Session and waits for its goroutines to exit. Sends
-// still pending fail with ErrClosed: they may or may not have reached the
-// server. Close is safe to call more than once and from any goroutine,
-// including the one that reads Events.
+// closeGrace bounds how long Close waits for the server to take what the
+// Session had queued.
+const closeGrace = time.Second
+
+// Close ends the Session and waits for its goroutines to exit.
+//
+// If a stream is open, Close first sends what is queued on it (marks,
+// typing, changes not yet written) and half-closes it, and the server
+// answers what it got before it ends the stream, for up to a second: so a
+// MarkRead or SetTyping(conv, false) made just before Close is not lost.
+// Events that come meanwhile are queued only while Events has room. Sends,
+// edits and deletes still pending after that fail with ErrClosed: they may
+// or may not have reached the server. Close is safe to call more than once
+// and from any goroutine, including the one that reads Events.
 func (s *Session) Close() error {
+	s.closeOnce.Do(func() { close(s.closing) })
+	t := time.NewTimer(closeGrace)
+	select {
+	case <-s.done:
+	case <-t.C:
+	}
+	t.Stop()
 	s.cancel(ErrClosed)
 	<-s.done
 	return nil

@@ -29,11 +29,11 @@ func (s *Session) run() {
 	defer s.finish()
 	attempt := 0
 	for {
-		if !s.emit(StateEvent{State: StateConnecting, Attempt: attempt}) {
+		if s.isClosing() || !s.emit(StateEvent{State: StateConnecting, Attempt: attempt}) {
 			return
 		}
 		worked, err := s.runStream()
-		if s.ctx.Err() != nil {
+		if s.ctx.Err() != nil || s.isClosing() {
 			return
 		}
 		if status.Code(err) == codes.Unauthenticated {
@@ -57,7 +57,20 @@ func (s *Session) run() {
 		case <-s.ctx.Done():
 			t.Stop()
 			return
+		case <-s.closing:
+			t.Stop()
+			return
 		}
+	}
+}
+
+// isClosing reports whether Close has started.
+func (s *Session) isClosing() bool {
+	select {
+	case <-s.closing:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -170,6 +183,21 @@ func (s *Session) write(ctx context.Context, cancel context.CancelCauseFunc, str
 	for {
 		select {
 		case <-ctx.Done():
+			return
+		case <-s.closing:
+			// A graceful end: what is queued goes out, then the server,
+			// having seen the end of our frames, answers the ones it has
+			// and ends the stream, which ends the reader.
+			for _, req := range s.takeFrames() {
+				if !send(req) {
+					return
+				}
+			}
+			if err := stream.CloseSend(); err != nil {
+				cancel(fmt.Errorf("close chat stream: %w", err))
+				return
+			}
+			<-ctx.Done()
 			return
 		case <-s.kick:
 			for _, req := range s.takeFrames() {
