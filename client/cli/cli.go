@@ -17,6 +17,8 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/parleychat/parley/client"
 )
 
 // DefaultServer is the server used when neither --server, $PARLEY_SERVER
@@ -104,18 +106,33 @@ var commands = []*command{
 	{name: "logout", run: (*runner).logout,
 		summary: "forget the saved token",
 		help:    "Removes the saved user and token from the config file. The server stays the default."},
-	{name: "send", args: "<conversation> <text...>|-", run: (*runner).send,
+	{name: "send", args: "<conversation> [<text...>|-]", run: (*runner).send,
 		summary: "send one message",
-		help:    "Sends the words after the conversation as one message and prints its seq once the server has stored it.\nWith - as the text, the message is read from standard input."},
+		help:    "Sends the words after the conversation as one message and prints its seq once the server has stored it.\nWith - as the text, the message is read from standard input. --file uploads a file and attaches it\n(repeat it for several); the text may then be left out. Each attachment's id is printed, for 'parley download'."},
 	{name: "listen", args: "<conversation>...", run: (*runner).listen,
-		summary: "print messages as they arrive",
-		help:    "Follows conversations live and prints each message as [conversation #seq] sender: body.\nReconnects and resumes by itself; stops on Ctrl-C."},
+		summary: "print messages and what happens as they arrive",
+		help: "Follows conversations live and prints each message as [conversation #seq] sender: body, edits and deletes\n" +
+			"as they happen, and lines for receipts ([conversation] bob read up to #5), typing, who comes online or\n" +
+			"goes offline, and new messages in your conversations that are not followed (notification [...]).\n" +
+			"Reconnects and resumes by itself; stops on Ctrl-C."},
 	{name: "history", args: "<conversation>", run: (*runner).history,
 		summary: "print stored messages",
-		help:    "Prints one page of stored messages, oldest first. Without --before or --after, the newest page."},
+		help:    "Prints one page of stored messages, oldest first. Without --before or --after, the newest page;\n--after 0 pages from the very first message. Edited posts show their latest text, deleted ones a tombstone."},
 	{name: "conversations", run: (*runner).conversations,
 		summary: "list your conversations",
-		help:    "Lists your conversations, newest activity first, with each one's head seq and last message."},
+		help:    "Lists your conversations, newest activity first, with each one's head seq, how many messages from\nothers you have not read, and the last message."},
+	{name: "read", args: "<conversation> [seq]", run: (*runner).read,
+		summary: "mark a conversation read",
+		help:    "Marks the conversation read up to seq (default: its newest message), which clears its unread count\nand shows the senders that you read their messages."},
+	{name: "edit", args: "<conversation> <seq> <text...>", run: (*runner).edit,
+		summary: "change the text of one of your messages",
+		help:    "Replaces the text of your message at seq. Everyone following the conversation sees the edit; history\nshows the new text, marked (edited)."},
+	{name: "delete", args: "<conversation> <seq>", run: (*runner).deleteMessage,
+		summary: "delete one of your messages",
+		help:    "Deletes your message at seq: history shows it as (deleted), and its text and attachments are gone."},
+	{name: "download", args: "<attachment-id>", run: (*runner).download,
+		summary: "download an attachment",
+		help:    "Downloads a file sent in one of your conversations (or uploaded by you) and checks it against its id.\nWithout -o it is saved under its own name in the current directory, which must not exist yet; -o -\nwrites it to standard output."},
 	{name: "dm", args: "<user>", run: (*runner).dm,
 		summary: "open a direct conversation",
 		help:    "Returns the direct conversation with a user, creating it on first use, and prints its id."},
@@ -139,7 +156,7 @@ var commands = []*command{
 		help:    "Removes you from a room or group. Direct conversations cannot be left."},
 	{name: "chat", args: "<conversation>", run: (*runner).chat,
 		summary: "chat interactively",
-		help:    "Shows recent messages, then prints incoming ones live and sends each line you type.\nA line shows \u2713 #seq once the server has stored it. End with Ctrl-D or Ctrl-C."},
+		help:    "Shows recent messages, then prints incoming ones live (with who is typing) and sends each line you\ntype. A line shows \u2713 #seq once the server has stored it. What is shown is marked read. End with\nCtrl-D or Ctrl-C."},
 }
 
 // main dispatches args to a subcommand.
@@ -355,6 +372,8 @@ func describe(err error) (string, string) {
 	var usage usageError
 	var local localError
 	switch {
+	case errors.Is(err, client.ErrChecksum):
+		return codeName(codes.DataLoss), err.Error()
 	case errors.As(err, &usage):
 		return codeName(codes.InvalidArgument), usage.Error()
 	case errors.As(err, &local):

@@ -238,6 +238,17 @@ func TestCommandLineMistakes(t *testing.T) {
 		{[]string{"--timeout", "soon", "conversations"}, 1, "", "invalid duration"},
 		{[]string{"send", "room:x", "hi"}, 1, "", "parley: UNAUTHENTICATED: not logged in"},
 		{[]string{"logout"}, 0, "not logged in", ""},
+		{[]string{"help", "download"}, 0, "-o file", ""},
+		{[]string{"send", "--help"}, 0, "-file path", ""},
+		{[]string{"listen", "--help"}, 0, "-mark-delivered", ""},
+		{[]string{"send", "room:x", "--file"}, 1, "", "flag needs an argument: -file"},
+		{[]string{"edit", "room:x", "abc", "hi"}, 1, "", `parley: INVALID_ARGUMENT: "abc" is not a seq`},
+		{[]string{"edit", "room:x", "1"}, 1, "", "missing arguments (run 'parley edit --help')"},
+		{[]string{"delete", "room:x"}, 1, "", "missing arguments (run 'parley delete --help')"},
+		{[]string{"read", "room:x", "0"}, 1, "", `"0" is not a seq`},
+		{[]string{"read", "room:x", "1", "2"}, 1, "", `unexpected argument "2"`},
+		{[]string{"download"}, 1, "", "missing arguments (run 'parley download --help')"},
+		{[]string{"history", "c", "--before", "3", "--after", "0"}, 1, "", "set at most one of --before and --after"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

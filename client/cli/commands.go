@@ -8,6 +8,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"mime"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -178,7 +183,12 @@ func (r *runner) logout(_ context.Context, fs *flag.FlagSet, args []string) erro
 }
 
 func (r *runner) send(ctx context.Context, fs *flag.FlagSet, args []string) error {
-	pos, err := r.parse(fs, args, 2, -1)
+	var files []string
+	fs.Func("file", "attach the file at `path` (repeat for several)", func(v string) error {
+		files = append(files, v)
+		return nil
+	})
+	pos, err := r.parse(fs, args, 1, -1)
 	if err != nil {
 		return err
 	}
@@ -190,22 +200,63 @@ func (r *runner) send(ctx context.Context, fs *flag.FlagSet, args []string) erro
 		}
 		body = strings.TrimRight(string(b), "\r\n")
 	}
-	if body == "" {
+	if body == "" && len(files) == 0 {
+		if len(pos) == 1 {
+			return usageError{msg: "missing arguments", cmd: "send"}
+		}
 		return usageError{msg: "empty message", cmd: "send"}
+	}
+	// Read every file before anything is sent, so that a typo sends
+	// nothing.
+	contents := make([][]byte, len(files))
+	for i, path := range files {
+		if contents[i], err = os.ReadFile(path); err != nil {
+			return localError{codes.InvalidArgument, fmt.Sprintf("attach %s: %v", path, err)}
+		}
+		if len(contents[i]) == 0 {
+			return localError{codes.InvalidArgument, fmt.Sprintf("attach %s: the file is empty", path)}
+		}
 	}
 	c, _, err := r.dial(ctx, true)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
+	var atts []*parleyv1.Attachment
+	for i, path := range files {
+		att, err := r.upload(ctx, c, path, contents[i])
+		if err != nil {
+			return err
+		}
+		atts = append(atts, att)
+	}
 	ctx, cancel := r.call(ctx)
 	defer cancel()
-	ack, err := c.Send(ctx, pos[0], body)
+	ack, err := c.Send(ctx, pos[0], body, client.WithAttachments(atts...))
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(r.stdout, "sent [%s #%d]\n", ack.GetConversationId(), ack.GetSeq())
+	for _, a := range atts {
+		fmt.Fprintf(r.stdout, "attached %s %s\n", a.GetId(), a.GetName())
+	}
 	return nil
+}
+
+// upload stores one file under its base name.
+func (r *runner) upload(ctx context.Context, c *client.Client, path string, data []byte) (*parleyv1.Attachment, error) {
+	ctx, cancel := r.call(ctx)
+	defer cancel()
+	return c.Upload(ctx, filepath.Base(path), contentType(path, data), data)
+}
+
+// contentType guesses a file's MIME type from its extension, else from its
+// first bytes.
+func contentType(path string, data []byte) string {
+	if t := mime.TypeByExtension(filepath.Ext(path)); t != "" {
+		return t
+	}
+	return http.DetectContentType(data)
 }
 
 func (r *runner) history(ctx context.Context, fs *flag.FlagSet, args []string) error {
@@ -216,7 +267,9 @@ func (r *runner) history(ctx context.Context, fs *flag.FlagSet, args []string) e
 	if err != nil {
 		return err
 	}
-	if *before != 0 && *after != 0 {
+	afterSet := false
+	fs.Visit(func(f *flag.Flag) { afterSet = afterSet || f.Name == "after" })
+	if *before != 0 && afterSet {
 		return usageError{msg: "set at most one of --before and --after", cmd: "history"}
 	}
 	if *limit < 1 || *limit > 500 {
@@ -229,7 +282,9 @@ func (r *runner) history(ctx context.Context, fs *flag.FlagSet, args []string) e
 	defer c.Close()
 	ctx, cancel := r.call(ctx)
 	defer cancel()
-	page, err := c.History(ctx, pos[0], client.HistoryQuery{AfterSeq: *after, BeforeSeq: *before, Limit: int32(*limit)})
+	// --after 0 means the very first page, which only forward asks for.
+	q := client.HistoryQuery{AfterSeq: *after, BeforeSeq: *before, Limit: int32(*limit), Forward: afterSet}
+	page, err := c.History(ctx, pos[0], q)
 	if err != nil {
 		return err
 	}
@@ -238,7 +293,7 @@ func (r *runner) history(ctx context.Context, fs *flag.FlagSet, args []string) e
 	}
 	if page.GetHasMore() && len(page.GetMessages()) > 0 {
 		msgs := page.GetMessages()
-		if *after != 0 {
+		if afterSet {
 			fmt.Fprintf(r.stderr, "(more: --after %d)\n", msgs[len(msgs)-1].GetSeq())
 		} else {
 			fmt.Fprintf(r.stderr, "(more: --before %d)\n", msgs[0].GetSeq())
@@ -263,15 +318,116 @@ func (r *runner) conversations(ctx context.Context, fs *flag.FlagSet, args []str
 		return err
 	}
 	tw := tabwriter.NewWriter(r.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "CONVERSATION\tKIND\tHEAD\tTITLE\tLAST MESSAGE")
+	fmt.Fprintln(tw, "CONVERSATION\tKIND\tHEAD\tUNREAD\tTITLE\tLAST MESSAGE")
 	for _, cv := range list {
 		last := ""
 		if m := cv.GetLastMessage(); m != nil {
-			last = m.GetSenderId() + ": " + oneLine(m.GetBody(), 60)
+			last = m.GetSenderId() + ": " + oneLine(summary(m), 60)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t#%d\t%s\t%s\n", cv.GetId(), kindName(cv.GetKind()), cv.GetHeadSeq(), cv.GetTitle(), last)
+		unread := fmt.Sprint(cv.GetUnreadCount())
+		if cv.GetUnreadCount() >= 1000 {
+			unread = "1000+" // the server stops counting there
+		}
+		fmt.Fprintf(tw, "%s\t%s\t#%d\t%s\t%s\t%s\n", cv.GetId(), kindName(cv.GetKind()), cv.GetHeadSeq(), unread, cv.GetTitle(), last)
 	}
 	return tw.Flush()
+}
+
+// parseSeq reads a seq as typed: "12" or "#12".
+func parseSeq(s, cmd string) (uint64, error) {
+	seq, err := strconv.ParseUint(strings.TrimPrefix(s, "#"), 10, 64)
+	if err != nil || seq == 0 {
+		return 0, usageError{msg: fmt.Sprintf("%q is not a seq (a positive number, as history shows it)", s), cmd: cmd}
+	}
+	return seq, nil
+}
+
+func (r *runner) read(ctx context.Context, fs *flag.FlagSet, args []string) error {
+	pos, err := r.parse(fs, args, 1, 2)
+	if err != nil {
+		return err
+	}
+	var seq uint64
+	if len(pos) == 2 {
+		if seq, err = parseSeq(pos[1], "read"); err != nil {
+			return err
+		}
+	}
+	c, _, err := r.dial(ctx, true)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := r.call(ctx)
+	defer cancel()
+	if seq == 0 {
+		cv, err := c.GetConversation(ctx, pos[0])
+		if err != nil {
+			return err
+		}
+		if seq = cv.GetHeadSeq(); seq == 0 {
+			fmt.Fprintf(r.stdout, "nothing to read in %s\n", pos[0])
+			return nil
+		}
+	}
+	rc, err := c.MarkRead(ctx, pos[0], seq)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(r.stdout, "read [%s] up to #%d\n", pos[0], rc.GetReadSeq())
+	return nil
+}
+
+func (r *runner) edit(ctx context.Context, fs *flag.FlagSet, args []string) error {
+	pos, err := r.parse(fs, args, 3, -1)
+	if err != nil {
+		return err
+	}
+	seq, err := parseSeq(pos[1], "edit")
+	if err != nil {
+		return err
+	}
+	body := strings.Join(pos[2:], " ")
+	if body == "" {
+		return usageError{msg: "empty message (to remove a message, use 'parley delete')", cmd: "edit"}
+	}
+	c, _, err := r.dial(ctx, true)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := r.call(ctx)
+	defer cancel()
+	ack, err := c.Edit(ctx, pos[0], seq, body)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(r.stdout, "edited [%s #%d] (#%d)\n", pos[0], seq, ack.GetSeq())
+	return nil
+}
+
+func (r *runner) deleteMessage(ctx context.Context, fs *flag.FlagSet, args []string) error {
+	pos, err := r.parse(fs, args, 2, 2)
+	if err != nil {
+		return err
+	}
+	seq, err := parseSeq(pos[1], "delete")
+	if err != nil {
+		return err
+	}
+	c, _, err := r.dial(ctx, true)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := r.call(ctx)
+	defer cancel()
+	ack, err := c.Delete(ctx, pos[0], seq)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(r.stdout, "deleted [%s #%d] (#%d)\n", pos[0], seq, ack.GetSeq())
+	return nil
 }
 
 func (r *runner) dm(ctx context.Context, fs *flag.FlagSet, args []string) error {
@@ -390,9 +546,56 @@ func (r *runner) printMembers(ctx context.Context, do func(context.Context, *cli
 	return nil
 }
 
-// printMessage prints one message in the format every command shares.
+// printMessage prints one message in the format every command shares:
+//
+//	[room:lobby #3] alice: hello (edited)
+//	  attachment 9f86d0…08 notes.txt (1234 bytes, text/plain)
+//	[room:lobby #4] alice edited #3: hello
+//	[room:lobby #5] alice deleted #2
+//
+// A deleted post shows as "(deleted)". The whole message is written at
+// once, so that lines from listen's goroutines never interleave with it.
 func (r *runner) printMessage(m *parleyv1.Message) {
-	fmt.Fprintf(r.stdout, "[%s #%d] %s: %s\n", m.GetConversationId(), m.GetSeq(), m.GetSenderId(), m.GetBody())
+	var b strings.Builder
+	head := fmt.Sprintf("[%s #%d] %s", m.GetConversationId(), m.GetSeq(), m.GetSenderId())
+	switch m.GetKind() {
+	case parleyv1.MessageKind_MESSAGE_KIND_EDIT:
+		fmt.Fprintf(&b, "%s edited #%d: %s\n", head, m.GetTargetSeq(), m.GetBody())
+	case parleyv1.MessageKind_MESSAGE_KIND_DELETE:
+		fmt.Fprintf(&b, "%s deleted #%d\n", head, m.GetTargetSeq())
+	default:
+		text := m.GetBody()
+		switch {
+		case m.GetDeleted():
+			text = "(deleted)"
+		case m.GetEditedAt() != nil:
+			text += " (edited)"
+		}
+		if text == "" {
+			fmt.Fprintf(&b, "%s:\n", head)
+		} else {
+			fmt.Fprintf(&b, "%s: %s\n", head, text)
+		}
+		for _, a := range m.GetAttachments() {
+			fmt.Fprintf(&b, "  attachment %s %s (%d bytes, %s)\n", a.GetId(), a.GetName(), a.GetSize(), a.GetContentType())
+		}
+	}
+	io.WriteString(r.stdout, b.String())
+}
+
+// summary is a message's text for one table cell.
+func summary(m *parleyv1.Message) string {
+	switch {
+	case m.GetKind() == parleyv1.MessageKind_MESSAGE_KIND_EDIT:
+		return fmt.Sprintf("(edited #%d) %s", m.GetTargetSeq(), m.GetBody())
+	case m.GetKind() == parleyv1.MessageKind_MESSAGE_KIND_DELETE:
+		return fmt.Sprintf("(deleted #%d)", m.GetTargetSeq())
+	case m.GetDeleted():
+		return "(deleted)"
+	case m.GetBody() == "" && len(m.GetAttachments()) > 0:
+		return "(" + m.GetAttachments()[0].GetName() + ")"
+	}
+	return m.GetBody()
 }
 
 func kindName(k parleyv1.ConversationKind) string {

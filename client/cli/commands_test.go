@@ -153,10 +153,11 @@ func TestConversationCommands(t *testing.T) {
 
 	list := alice.ok("conversations")
 	for _, want := range []*regexp.Regexp{
-		regexp.MustCompile(`(?m)^CONVERSATION\s+KIND\s+HEAD\s+TITLE\s+LAST MESSAGE$`),
-		regexp.MustCompile(`(?m)^room:lobby\s+room\s+#2\s+The Lobby\s+bob: from stdin$`),
-		regexp.MustCompile(`(?m)^dm:alice:bob\s+direct\s+#0`),
-		regexp.MustCompile(`(?m)^` + group + `\s+group\s+#0\s+Plans`),
+		regexp.MustCompile(`(?m)^CONVERSATION\s+KIND\s+HEAD\s+UNREAD\s+TITLE\s+LAST MESSAGE$`),
+		// Only bob's message is unread to alice.
+		regexp.MustCompile(`(?m)^room:lobby\s+room\s+#2\s+1\s+The Lobby\s+bob: from stdin$`),
+		regexp.MustCompile(`(?m)^dm:alice:bob\s+direct\s+#0\s+0`),
+		regexp.MustCompile(`(?m)^` + group + `\s+group\s+#0\s+0\s+Plans`),
 	} {
 		if !want.MatchString(list) {
 			t.Errorf("conversations output lacks %v:\n%s", want, list)

@@ -5,15 +5,23 @@ package cli
 // server.
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/parleychat/parley/client"
+	"github.com/parleychat/parley/server"
 	"github.com/parleychat/parley/server/servertest"
 )
 
@@ -115,10 +123,10 @@ func TestE2ECommands(t *testing.T) {
 		rows[f[0]] = f[1:]
 	}
 	for id, want := range map[string]string{
-		"CONVERSATION": "KIND HEAD TITLE LAST MESSAGE",
-		"room:lobby":   "room #2 The Lobby bob: from stdin",
-		"dm:alice:bob": "direct #1 bob: psst",
-		group:          "group #1 Team carol: hi team",
+		"CONVERSATION": "KIND HEAD UNREAD TITLE LAST MESSAGE",
+		"room:lobby":   "room #2 1 The Lobby bob: from stdin",
+		"dm:alice:bob": "direct #1 1 bob: psst",
+		group:          "group #1 1 Team carol: hi team",
 	} {
 		if got := strings.Join(rows[id], " "); got != want {
 			t.Errorf("conversations row %s: %q, want %q", id, got, want)
@@ -243,22 +251,178 @@ func TestE2EChat(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "the ack", func() bool { return strings.Contains(chat.out.String(), "\u2713 #2") })
+	bc := bob.dialAs()
+	if err := bc.SetTyping(testCtx(t), "room:lobby", true); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "bob typing", func() bool { return strings.Contains(chat.out.String(), "[room:lobby] bob is typing\u2026") })
+	// His post takes the indicator down.
 	bob.ok("send", "room:lobby", "hi alice")
 	eventually(t, "bob's answer", func() bool { return strings.Contains(chat.out.String(), "[room:lobby #3] bob: hi alice") })
+	eventually(t, "bob done typing", func() bool { return strings.Contains(chat.out.String(), "[room:lobby] bob stopped typing") })
 	typing.Close()
 
 	<-chat.done
 	if chat.code != 0 {
 		t.Fatalf("chat exit %d: %s", chat.code, chat.errOut.String())
 	}
-	want := []string{"[room:lobby #1] bob: earlier", "[room:lobby #2] alice: hi bob", "\u2713 #2", "[room:lobby #3] bob: hi alice"}
+	want := []string{"[room:lobby #1] bob: earlier", "[room:lobby #2] alice: hi bob", "\u2713 #2",
+		"[room:lobby] bob is typing\u2026", "[room:lobby #3] bob: hi alice", "[room:lobby] bob stopped typing"}
 	got := chat.lines()
 	slices.Sort(got)
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
 		t.Errorf("chat printed %q, want %q in some order", chat.lines(), want)
 	}
+	// What chat showed, it marked read, and the mark went out before chat
+	// closed its stream; the server stores it a moment later.
+	eventually(t, "alice's read position at #3", func() bool {
+		rs, err := bc.GetReceipts(testCtx(t), "room:lobby")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, read := client.NewReceipts("room:lobby", rs...).Position("alice")
+		return read == 3
+	})
 	if got := bob.ok("history", "room:lobby"); strings.Count(got, "\n") != 3 {
 		t.Errorf("stored:\n%s", got)
+	}
+}
+
+func TestE2EFilesEditsAndUnread(t *testing.T) {
+	n := servertest.Start(t, "")
+	alice := newUser(t, n.Addr, "alice")
+	bob := newUser(t, n.Addr, "bob")
+	carol := newUser(t, n.Addr, "carol")
+	alice.ok("room", "create", "lobby")
+	bob.ok("room", "join", "lobby")
+
+	dir := t.TempDir()
+	big := filepath.Join(dir, "big.bin")
+	data := make([]byte, 3<<20)
+	rand.Read(data)
+	if err := os.WriteFile(big, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ids := sentFiles(t, alice.ok("send", "room:lobby", "--file", big, "a", "big", "one"), "sent [room:lobby #1]")
+	id := ids["big.bin"]
+	sum := sha256.Sum256(data)
+	if id != hex.EncodeToString(sum[:]) {
+		t.Fatalf("attachment id %s, want the sha256 of the file", id)
+	}
+	got := filepath.Join(t.TempDir(), "got.bin")
+	if out := bob.ok("download", id, "-o", got); out != fmt.Sprintf("saved %s (%d bytes, application/octet-stream)\n", got, len(data)) {
+		t.Errorf("download printed %q", out)
+	}
+	if b, err := os.ReadFile(got); err != nil || !bytes.Equal(b, data) {
+		t.Errorf("downloaded %d bytes (%v), not the %d sent", len(b), err, len(data))
+	}
+	if errOut := carol.fails("download", id, "-o", filepath.Join(t.TempDir(), "x")); !strings.HasPrefix(errOut, "parley: PERMISSION_DENIED: ") {
+		t.Errorf("carol's download: %q", errOut)
+	}
+
+	alice.ok("send", "room:lobby", "tpyo")
+	alice.ok("send", "room:lobby", "never mind")
+	if out := alice.ok("edit", "room:lobby", "2", "typo"); out != "edited [room:lobby #2] (#4)\n" {
+		t.Errorf("edit printed %q", out)
+	}
+	if out := alice.ok("delete", "room:lobby", "3"); out != "deleted [room:lobby #3] (#5)\n" {
+		t.Errorf("delete printed %q", out)
+	}
+	if errOut := bob.fails("delete", "room:lobby", "2"); !strings.HasPrefix(errOut, "parley: PERMISSION_DENIED: ") {
+		t.Errorf("bob deleting alice's message: %q", errOut)
+	}
+	res := run(testCtx(t), bob.env, "", "history", "room:lobby", "--after", "0", "--limit", "3")
+	want := fmt.Sprintf("[room:lobby #1] alice: a big one\n  attachment %s big.bin (%d bytes, application/octet-stream)\n", id, len(data)) +
+		"[room:lobby #2] alice: typo (edited)\n" +
+		"[room:lobby #3] alice: (deleted)\n"
+	if res.code != 0 || res.stdout != want || res.stderr != "(more: --after 3)\n" {
+		t.Errorf("history --after 0: %+v\nwant stdout:\n%s", res, want)
+	}
+	if got := bob.ok("history", "room:lobby", "--after", "3"); got != "[room:lobby #4] alice edited #2: typo\n[room:lobby #5] alice deleted #3\n" {
+		t.Errorf("history --after 3:\n%s", got)
+	}
+
+	unread := func(u *user) string {
+		for line := range strings.Lines(u.ok("conversations")) {
+			if f := strings.Fields(line); f[0] == "room:lobby" {
+				return f[3]
+			}
+		}
+		t.Fatal("no room:lobby row")
+		return ""
+	}
+	if got := unread(bob); got != "2" {
+		t.Errorf("bob's unread count %s, want 2 (three posts, one deleted)", got)
+	}
+	if got := unread(alice); got != "0" {
+		t.Errorf("alice's unread count %s, want 0: her own posts do not count", got)
+	}
+	if out := bob.ok("read", "room:lobby"); out != "read [room:lobby] up to #5\n" {
+		t.Errorf("read printed %q", out)
+	}
+	if got := unread(bob); got != "0" {
+		t.Errorf("bob's unread count after read: %s, want 0", got)
+	}
+}
+
+func TestE2EListenShowsWhatHappens(t *testing.T) {
+	n := servertest.Start(t, "", func(c *server.Config) {
+		c.PresenceGrace = 20 * time.Millisecond
+		c.TypingTTL = 200 * time.Millisecond
+	})
+	alice := newUser(t, n.Addr, "alice")
+	bob := newUser(t, n.Addr, "bob")
+	alice.ok("room", "create", "lobby")
+	alice.ok("room", "create", "other")
+	bob.ok("room", "join", "lobby")
+	bob.ok("room", "join", "other")
+	alice.ok("send", "room:lobby", "first")
+
+	listen := bob.start(nil, "listen", "--after", "0", "--mark-delivered", "room:lobby")
+	// The replay shows that the stream is open and followed.
+	eventually(t, "the replay", func() bool { return len(listen.lines()) == 1 })
+
+	ac := alice.dialAs()
+	s, err := ac.NewSession(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for range s.Events() {
+		}
+	}()
+	last := func() string { l := listen.lines(); return l[len(l)-1] }
+	eventually(t, "alice online", func() bool { return last() == "alice is online" })
+	if err := s.SetTyping("room:lobby", true); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "alice typing", func() bool { return slices.Contains(listen.lines(), "[room:lobby] alice is typing\u2026") })
+	eventually(t, "the indicator lapsing", func() bool { return last() == "[room:lobby] alice stopped typing" })
+	alice.ok("send", "room:lobby", "second")
+	eventually(t, "the message", func() bool { return last() == "[room:lobby #2] alice: second" })
+	alice.ok("read", "room:lobby")
+	eventually(t, "alice's receipt", func() bool { return last() == "[room:lobby] alice read up to #2" })
+	alice.ok("send", "room:other", "over here")
+	eventually(t, "the notification", func() bool { return last() == "notification [room:other #1] alice: over here" })
+	s.Close()
+	eventually(t, "alice offline", func() bool { return strings.HasPrefix(last(), "alice is offline (last seen ") })
+
+	if code := listen.stop(); code != 0 {
+		t.Fatalf("listen exit %d: %s", code, listen.errOut.String())
+	}
+	for _, l := range listen.lines() {
+		if strings.Contains(l, "bob") {
+			t.Errorf("listen showed bob his own doing: %q", l)
+		}
+	}
+	// --mark-delivered told alice's side that bob has both messages.
+	rs, err := ac.GetReceipts(testCtx(t), "room:lobby")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := client.NewReceipts("room:lobby", rs...)
+	if d, _ := r.Position("bob"); d != 2 {
+		t.Errorf("bob's delivered position %d, want 2", d)
 	}
 }

@@ -14,6 +14,7 @@ import (
 
 func (r *runner) listen(ctx context.Context, fs *flag.FlagSet, args []string) error {
 	after := fs.Uint64("after", 0, "first replay the stored messages with seq above `N` (default: live messages only)")
+	markDelivered := fs.Bool("mark-delivered", false, "mark messages delivered as they arrive, as a device of yours that got them")
 	convs, err := r.parse(fs, args, 1, -1)
 	if err != nil {
 		return err
@@ -21,7 +22,7 @@ func (r *runner) listen(ctx context.Context, fs *flag.FlagSet, args []string) er
 	afterSet := false
 	fs.Visit(func(f *flag.Flag) { afterSet = afterSet || f.Name == "after" })
 
-	c, _, err := r.dial(ctx, true)
+	c, t, err := r.dial(ctx, true)
 	if err != nil {
 		return err
 	}
@@ -40,7 +41,11 @@ func (r *runner) listen(ctx context.Context, fs *flag.FlagSet, args []string) er
 		}
 		positions[conv] = pos
 	}
-	s, err := c.NewSession(ctx)
+	var opts []client.SessionOption
+	if *markDelivered {
+		opts = append(opts, client.WithAutoDelivered())
+	}
+	s, err := c.NewSession(ctx, opts...)
 	if err != nil {
 		return err
 	}
@@ -50,7 +55,7 @@ func (r *runner) listen(ctx context.Context, fs *flag.FlagSet, args []string) er
 			return err
 		}
 	}
-	f := follower{r: r}
+	f := follower{r: r, me: me(c, t)}
 	for {
 		select {
 		case <-ctx.Done():
@@ -83,17 +88,65 @@ func (r *runner) head(ctx context.Context, c *client.Client, conv string, show i
 	return client.Position{Seq: page.GetHeadSeq(), Epoch: page.GetEpoch()}, nil
 }
 
+// me is the user the command runs as: the saved login's when its token is
+// the one in use, else the subject of the token.
+func me(c *client.Client, t target) string {
+	if t.cfg.User != "" && t.token == t.cfg.Token {
+		return t.cfg.User
+	}
+	return c.UserID()
+}
+
 // follower prints a Session's events for listen and chat.
 type follower struct {
 	r    *runner
-	lost bool // the connection dropped and has not come back yet
+	me   string // the user's own receipts, typing and presence are not shown
+	lost bool   // the connection dropped and has not come back yet
 }
 
 // event prints one event; an error ends the command.
 func (f *follower) event(ev client.Event) error {
+	w := f.r.stdout
 	switch e := ev.(type) {
 	case client.MessageEvent:
 		f.r.printMessage(e.Message)
+	case client.ReceiptEvent:
+		rc := e.Receipt
+		if rc.GetUserId() == f.me {
+			break
+		}
+		switch d, rd := rc.GetDeliveredSeq(), rc.GetReadSeq(); {
+		case rd >= d:
+			fmt.Fprintf(w, "[%s] %s read up to #%d\n", rc.GetConversationId(), rc.GetUserId(), rd)
+		case rd == 0:
+			fmt.Fprintf(w, "[%s] %s received up to #%d\n", rc.GetConversationId(), rc.GetUserId(), d)
+		default:
+			fmt.Fprintf(w, "[%s] %s received up to #%d, read up to #%d\n", rc.GetConversationId(), rc.GetUserId(), d, rd)
+		}
+	case client.TypingEvent:
+		ty := e.Typing
+		if ty.GetUserId() == f.me {
+			break
+		}
+		if ty.GetTyping() {
+			fmt.Fprintf(w, "[%s] %s is typing\u2026\n", ty.GetConversationId(), ty.GetUserId())
+		} else {
+			fmt.Fprintf(w, "[%s] %s stopped typing\n", ty.GetConversationId(), ty.GetUserId())
+		}
+	case client.PresenceEvent:
+		p := e.Presence
+		switch {
+		case p.GetUserId() == f.me:
+		case p.GetOnline():
+			fmt.Fprintf(w, "%s is online\n", p.GetUserId())
+		case p.GetLastSeen() != nil:
+			fmt.Fprintf(w, "%s is offline (last seen %s)\n", p.GetUserId(), p.GetLastSeen().AsTime().Local().Format("2006-01-02 15:04:05"))
+		default:
+			fmt.Fprintf(w, "%s is offline\n", p.GetUserId())
+		}
+	case client.NotificationEvent:
+		n := e.Notification
+		fmt.Fprintf(w, "notification [%s #%d] %s: %s\n", n.GetConversationId(), n.GetSeq(), n.GetSenderId(), oneLine(n.GetPreview(), 100))
 	case client.StateEvent:
 		switch e.State {
 		case client.StateDisconnected:
@@ -147,7 +200,7 @@ func (r *runner) chat(ctx context.Context, fs *flag.FlagSet, args []string) erro
 		return usageError{msg: "--last must be 0 to 500", cmd: "chat"}
 	}
 	conv := pos[0]
-	c, _, err := r.dial(ctx, true)
+	c, t, err := r.dial(ctx, true)
 	if err != nil {
 		return err
 	}
@@ -159,12 +212,18 @@ func (r *runner) chat(ctx context.Context, fs *flag.FlagSet, args []string) erro
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s, err := c.NewSession(ctx)
+	s, err := c.NewSession(ctx, client.WithAutoDelivered())
 	if err != nil {
 		return err
 	}
 	defer s.Close()
 	if err := s.SubscribeAt(conv, start); err != nil {
+		return err
+	}
+	// What chat shows is on the screen, so it counts as read: what came
+	// before, then every message as it is printed (the Session sends
+	// only marks that move the position, as one frame when they come fast).
+	if err := s.MarkRead(conv, start.Seq); err != nil {
 		return err
 	}
 
@@ -185,7 +244,7 @@ func (r *runner) chat(ctx context.Context, fs *flag.FlagSet, args []string) erro
 	acks := make(chan ackResult)
 	outstanding := 0
 	var drain <-chan time.Time // after end of input: how long acks may take
-	f := follower{r: r}
+	f := follower{r: r, me: me(c, t)}
 	for {
 		if lines == nil && outstanding == 0 {
 			return nil
@@ -229,6 +288,11 @@ func (r *runner) chat(ctx context.Context, fs *flag.FlagSet, args []string) erro
 			}
 			if err := f.event(ev); err != nil {
 				return err
+			}
+			if m, ok := ev.(client.MessageEvent); ok && m.Message.GetConversationId() == conv {
+				if err := s.MarkRead(conv, m.Message.GetSeq()); err != nil {
+					return err
+				}
 			}
 		case <-drain:
 			return localError{codes.DeadlineExceeded, fmt.Sprintf("%d message(s) not acknowledged within %s", outstanding, r.timeout)}
