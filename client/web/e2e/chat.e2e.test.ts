@@ -196,7 +196,14 @@ describe("two people chat in Chromium", () => {
   test("the server restarts under the page; it reconnects and catches up what a Go client sent", async () => {
     const cli = await Cli.make(server, "bob");
     await cli.run(["login", "bob"], { password: PASSWORD });
+    const stranger = await newPerson(390, 844);
     await server.stop();
+    // Logging in while the server is down says so.
+    await stranger.page.fill("#username", "alice");
+    await stranger.page.fill("#password", PASSWORD);
+    await stranger.page.getByRole("button", { name: "Log in", exact: true }).click();
+    await stranger.page.getByRole("alert").filter({ hasText: "Can't reach the server" }).waitFor();
+    await stranger.ctx.close();
     await alice.page.locator(".chat .banner.warn", { hasText: /Connection lost|offline/ }).waitFor({ timeout: 20_000 });
     // Typed while the server is down: shown at once, pending, sent later.
     await send(alice.page, "Are you there? The server blinked.");
