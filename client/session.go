@@ -13,18 +13,22 @@ import (
 )
 
 // Session keeps a Chat stream to the server open and carries a chat
-// session over it: subscriptions, sends with acknowledgements, pings.
+// session over it: subscriptions, sends, edits and deletes with
+// acknowledgements, delivered and read marks, typing indicators, pings; and
+// the receipts, typing, presence and notifications the server reports.
 //
 // When the stream breaks (network failure, server restart, UNAVAILABLE on
 // shutdown, RESOURCE_EXHAUSTED for a slow consumer, a missed pong) the
 // Session waits a backoff with full jitter and opens a new one. There it
 // resubscribes every conversation from the last seq it delivered, with the
-// epoch of the last Subscribed, and resends every unacknowledged message
-// under its original client_message_id; the server acknowledges an
-// accepted resend as a duplicate and does not deliver it again. It stops
-// for good only when the server answers UNAUTHENTICATED, or on Close.
+// epoch of the last Subscribed, resends every unacknowledged send, edit and
+// delete under its original client_message_id (the server acknowledges an
+// accepted resend as a duplicate and does not deliver it again), and sends
+// again the marks the server has not confirmed. Typing indicators are not
+// repeated. It stops for good only when the server answers
+// UNAUTHENTICATED, or on Close.
 //
-// A Session keeps its positions and its outbox in memory only. An
+// A Session keeps its positions, its outbox and its marks in memory only. An
 // application that must survive its own restart saves Positions and
 // resumes with SubscribeAt; sends still pending when the process exits are
 // lost unless the application kept them too.
@@ -440,6 +444,13 @@ func (s *Session) EditAsync(ctx context.Context, conversationID string, seq uint
 // tombstone and blocks until that is durable. Like Edit, it goes through
 // the outbox, and subscribers get a MessageEvent with Kind
 // MESSAGE_KIND_DELETE and TargetSeq seq.
+//
+// When a stream breaks after the server applied a delete but before its
+// ack arrived, the resend may be refused with FAILED_PRECONDITION (the
+// post is already a tombstone) instead of answered with the original ack:
+// the server checks the post before it looks the client_message_id up. The
+// post is deleted either way. The same goes for an edit resent after the
+// post was deleted.
 func (s *Session) Delete(ctx context.Context, conversationID string, seq uint64) (*parleyv1.SendResponse, error) {
 	id, result, err := s.DeleteAsync(ctx, conversationID, seq)
 	if err != nil {

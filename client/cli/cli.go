@@ -132,7 +132,7 @@ var commands = []*command{
 		help:    "Deletes your message at seq: history shows it as (deleted), and its text and attachments are gone."},
 	{name: "download", args: "<attachment-id>", run: (*runner).download,
 		summary: "download an attachment",
-		help:    "Downloads a file sent in one of your conversations (or uploaded by you) and checks it against its id.\nWithout -o it is saved under its own name in the current directory, which must not exist yet; -o -\nwrites it to standard output."},
+		help:    "Downloads a file sent in one of your conversations (or uploaded by you) and checks it against its id.\nWithout -o it is saved under its own name in the current directory, which must not exist yet; -o -\nwrites it to standard output. --timeout does not apply: a large file may take long; Ctrl-C stops it."},
 	{name: "dm", args: "<user>", run: (*runner).dm,
 		summary: "open a direct conversation",
 		help:    "Returns the direct conversation with a user, creating it on first use, and prints its id."},
