@@ -3,7 +3,6 @@ package server
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"net/http"
@@ -155,14 +154,6 @@ func FuzzUnary(f *testing.F) {
 	})
 }
 
-// grpcWebFrame frames a message for grpc-web.
-func grpcWebFrame(flag byte, msg []byte) []byte {
-	b := make([]byte, 5, 5+len(msg))
-	b[0] = flag
-	binary.BigEndian.PutUint32(b[1:], uint32(len(msg)))
-	return append(b, msg...)
-}
-
 // FuzzGRPCWeb posts an arbitrary grpc-web body to Send over HTTP/1.1. The
 // server answers with a grpc-status, never a panic or a hung request, and
 // keeps serving.
@@ -171,11 +162,11 @@ func FuzzGRPCWeb(f *testing.F) {
 	alice := register(f, n, "alice")
 	conv := room(f, alice, "fuzz")
 	ok, _ := proto.Marshal(&parleyv1.SendRequest{ConversationId: conv, ClientMessageId: "w", Body: "hi"})
-	f.Add(grpcWebFrame(0, ok))
-	f.Add(grpcWebFrame(0x80, []byte("grpc-status: 0\r\n")))
-	f.Add(grpcWebFrame(1, ok)) // compressed flag without compression
+	f.Add(encodeWebFrame(0, ok))
+	f.Add(encodeWebFrame(0x80, []byte("grpc-status: 0\r\n")))
+	f.Add(encodeWebFrame(1, ok)) // compressed flag without compression
 	f.Add([]byte{0, 0xff, 0xff, 0xff, 0xff})
-	f.Add(append(grpcWebFrame(0, ok), grpcWebFrame(0, ok)...))
+	f.Add(append(encodeWebFrame(0, ok), encodeWebFrame(0, ok)...))
 
 	hc := &http.Client{Timeout: 10 * time.Second}
 	f.Fuzz(func(t *testing.T, body []byte) {

@@ -167,7 +167,7 @@ func (u *user) open(t testing.TB) *stream {
 		cancel()
 		t.Fatalf("Chat: %v", err)
 	}
-	s := &stream{c: c, frames: make(chan *parleyv1.ChatResponse, 1<<16), done: make(chan error, 1), cancel: cancel}
+	s := &stream{c: c, frames: make(chan *parleyv1.ChatResponse, 4096), done: make(chan error, 1), cancel: cancel}
 	go func() {
 		for {
 			f, err := c.Recv()

@@ -4,6 +4,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -68,6 +69,7 @@ type Config struct {
 	CORSOrigins     []string      // origins allowed to call grpc-web from other sites; "*" for any
 	ShutdownTimeout time.Duration // default 10s
 	Pprof           bool          // serve net/http/pprof under /debug/pprof/
+	IdleConnTimeout time.Duration // a connection that sends no request within it is closed; default 10s
 	Web             fs.FS         // browser app served at /; nil serves nothing there
 	Logger          *slog.Logger  // default slog.Default()
 }
@@ -318,7 +320,7 @@ func (s *Server) Serve(l net.Listener) {
 	s.lis = l
 	s.mux = cmux.New(userTimeoutListener{l})
 	// A connection that never sends a request must not hold a goroutine forever.
-	s.mux.SetReadTimeout(10 * time.Second)
+	s.mux.SetReadTimeout(cmp.Or(s.cfg.IdleConnTimeout, 10*time.Second))
 	// A prefix, because "application/grpc+proto" is as valid as the bare
 	// type. grpc-web comes from browsers over HTTP/1.1 and never gets here.
 	grpcL := s.mux.MatchWithWriters(cmux.HTTP2MatchHeaderFieldPrefixSendSettings("content-type", "application/grpc"))
