@@ -11,7 +11,7 @@ DATA_DIR ?= ./data
 ADDR     ?= :8080
 GOTEST_FLAGS ?= -race -count=1 -timeout 15m
 
-.PHONY: all build run test test-go generate check-generated lint-proto tools clean \
+.PHONY: all build run test test-go generate check-generated lint-proto tools clean torture \
 	web check-web test-web test-e2e chromium
 
 all: build
@@ -94,6 +94,22 @@ test-go: $(GRPCURL)
 	PARLEY_GRPCURL=$(GRPCURL) $(GO) test $(GOTEST_FLAGS) ./...
 
 test: check-generated check-web test-web test-go test-e2e
+
+# The long forms of the reliability tests: 200 kill -9 rounds under load, a
+# soak of connects, sends and disconnects, and each fuzz target for a while.
+# Each prints its summary; torture.log keeps the whole run.
+TORTURE_ROUNDS ?= 200
+SOAK ?= 2m
+FUZZTIME ?= 60s
+torture:
+	@set -e; : > torture.log; \
+	$(GO) test -count=1 -timeout 60m -v -run 'TestCrashLosesNothingAcked' ./server/cmd/parleyd/ -crash-rounds=$(TORTURE_ROUNDS) >> torture.log 2>&1 || { tail -40 torture.log; exit 1; }; \
+	$(GO) test -race -count=1 -timeout 30m -v -run 'TestSoakChurn|TestStuckClients|TestDiskFull' ./server/ -soak=$(SOAK) >> torture.log 2>&1 || { tail -40 torture.log; exit 1; }; \
+	for f in FuzzChatFrame FuzzUnary FuzzGRPCWeb; do \
+		$(GO) test -run XXX -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) ./server/ 2>&1 | tail -3 | sed "s/^/$$f: /" >> torture.log || exit 1; \
+	done; \
+	$(GO) test -run XXX -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) ./server/auth/ 2>&1 | tail -3 | sed "s/^/FuzzVerify: /" >> torture.log; \
+	echo "== torture summary =="; grep -E "crash test:|soak:|slow reader|--- (PASS|FAIL)|Fuzz[A-Za-z]+: (fuzz: elapsed|ok|FAIL)" torture.log
 
 clean:
 	rm -rf $(BIN)
