@@ -75,7 +75,10 @@ func (s *Service) updateConversation(id string, fn func(c *store.Conversation) e
 	if err != nil {
 		return c, err
 	}
-	s.members.set(c)
+	// Forget rather than set: two changes may finish their commits in one
+	// order and reach this line in the other, and the older value must not
+	// win. The next reader loads what the store has.
+	s.members.forget(id)
 	for _, u := range before {
 		if !c.IsMember(u) {
 			for _, o := range s.hub.outbounds(u) {

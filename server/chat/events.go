@@ -65,8 +65,10 @@ func (s *Service) markReceipt(user string, conv string, delivered, read uint64, 
 			return
 		}
 		p := receiptProto(r)
-		if f, err := router.Event(conv, fieldReceipt, p); err == nil {
-			s.router.Broadcast(conv, f)
+		if r.Changed {
+			if f, err := router.Event(conv, fieldReceipt, p); err == nil {
+				s.router.Broadcast(conv, f)
+			}
 		}
 		done(p, nil)
 	})
@@ -323,7 +325,12 @@ func (s *Service) editable(user, conv string, seq uint64) (*parleyv1.Message, er
 // change publishes an edit or a delete of conv#seq by user.
 func (s *Service) change(ctx context.Context, user string, m router.Message, ack router.AckFunc) error {
 	if _, err := s.editable(user, m.Conv, m.TargetSeq); err != nil {
-		return err
+		// A resend of a change that was applied finds the post already
+		// changed (a delete made it a tombstone): answer it with the
+		// original ack, as for any resend, not with the error.
+		if _, done, lerr := s.store.Dedup(user, m.ClientMsgID); lerr != nil || !done {
+			return err
+		}
 	}
 	if !s.sendRate.allow(user, time.Now()) {
 		return s.rateError()

@@ -7,9 +7,9 @@ import (
 )
 
 // memberCache keeps conversations' metadata in memory, because every send,
-// receipt and typing event checks membership. Every change goes through
-// update, which stores the new value; a load that raced a change is not
-// cached, so the cache is never older than the store.
+// receipt and typing event checks membership. Every change is followed by
+// forget; a load that raced a change is not cached, so the cache is never
+// older than the store.
 type memberCache struct {
 	store Store
 
@@ -44,15 +44,7 @@ func (m *memberCache) get(id string) (store.Conversation, error) {
 	return c, nil
 }
 
-// set records a conversation just created or changed.
-func (m *memberCache) set(c store.Conversation) {
-	m.mu.Lock()
-	m.gen[c.ID]++
-	m.convs[c.ID] = c
-	m.mu.Unlock()
-}
-
-// forget drops a conversation whose change failed half-way.
+// forget drops a conversation after a change.
 func (m *memberCache) forget(id string) {
 	m.mu.Lock()
 	m.gen[id]++

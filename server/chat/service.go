@@ -47,6 +47,7 @@ type Store interface {
 	UpdateReceipt(u store.ReceiptUpdate, done func(store.Receipt, error))
 	Receipt(conv, user string) (store.Receipt, error)
 	Receipts(conv string) ([]store.Receipt, error)
+	Dedup(sender, clientMsgID string) (store.DedupRecord, bool, error)
 	Blobs
 }
 

@@ -1,6 +1,7 @@
 package chat
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -375,7 +376,8 @@ func (o *outbound) frame(req *parleyv1.ChatRequest) {
 		return
 	}
 	if err := s.Validate(req); err != nil {
-		o.push(errorFrame(id, frameName(req), err, frameConv(req), req.GetSend().GetClientMessageId()))
+		o.push(errorFrame(id, frameName(req), err, frameConv(req),
+			cmp.Or(req.GetSend().GetClientMessageId(), req.GetEdit().GetClientMessageId(), req.GetDelete().GetClientMessageId())))
 		return
 	}
 	switch f := req.GetFrame().(type) {

@@ -17,6 +17,9 @@ type Receipt struct {
 	Delivered uint64    `json:"delivered"`
 	Read      uint64    `json:"read"`
 	UpdatedAt time.Time `json:"updated_at"`
+	// Changed reports, on a receipt returned by UpdateReceipt, whether the
+	// update moved a position.
+	Changed bool `json:"-"`
 }
 
 // ReceiptUpdate moves a member's positions forward; a lower value than the
@@ -66,7 +69,7 @@ func putReceipt(tx *bolt.Tx, u ReceiptUpdate) (Receipt, error) {
 	if !changed {
 		return r, nil
 	}
-	r.UpdatedAt = u.At.UTC()
+	r.UpdatedAt, r.Changed = u.At.UTC(), true
 	v, err := json.Marshal(r)
 	if err != nil {
 		return r, err
