@@ -7,7 +7,9 @@
 // critical section, so subscribers see a conversation's messages in seq
 // order. The acknowledgement callback runs once the log has committed it.
 //
-// Lock order: dedup shard, then conversation, then Router.mu.
+// Lock order: dedup shard, then conversation, then Router.mu. Nothing
+// that may wait for the log's writer runs under any of them, because the
+// writer's callbacks take them.
 package router
 
 import (
@@ -240,7 +242,12 @@ func (r *Router) conversation(id string) (*conv, error) {
 // that ClientMsgID is not empty.
 func (r *Router) Publish(ctx context.Context, m Message, ack AckFunc) error {
 	for {
-		wait, err := r.tryPublish(m, ack)
+		wait, appendLog, err := r.tryPublish(m, ack)
+		if appendLog != nil {
+			// Outside the locks: Append may block on a full writer queue,
+			// and the writer's callbacks take the same locks.
+			appendLog()
+		}
 		if err != nil || wait == nil {
 			return err
 		}
@@ -252,33 +259,36 @@ func (r *Router) Publish(ctx context.Context, m Message, ack AckFunc) error {
 	}
 }
 
-// tryPublish publishes m, or returns a channel to wait on when the
-// conversation is a full window ahead of the disk.
-func (r *Router) tryPublish(m Message, ack AckFunc) (<-chan struct{}, error) {
+// tryPublish sequences and delivers m and returns the call that hands it to
+// the log, or returns a channel to wait on when the conversation is a full
+// window ahead of the disk. Appends may reach the log out of seq order;
+// nothing depends on their order: durable only counts finished commits, and
+// the tail is trimmed only from the front while its entries are done.
+func (r *Router) tryPublish(m Message, ack AckFunc) (wait <-chan struct{}, appendLog func(), err error) {
 	key := dedupKey{m.Sender, m.ClientMsgID}
 	shard := &r.shards[maphash.Comparable(r.seed, key)%uint64(len(r.shards))]
 	shard.mu.Lock()
 	defer shard.mu.Unlock()
 	if f := shard.pending[key]; f != nil {
 		f.acks = append(f.acks, duplicateAck(ack))
-		return nil, nil
+		return nil, nil, nil
 	}
 	if rec, ok, err := r.log.Dedup(m.Sender, m.ClientMsgID); err != nil {
-		return nil, fmt.Errorf("router: dedup lookup: %w", err)
+		return nil, nil, fmt.Errorf("router: dedup lookup: %w", err)
 	} else if ok {
 		res := Result{Conv: rec.Conv, Seq: rec.Seq, Duplicate: true}
 		res.SentAt, _ = r.sentAt(rec.Conv, rec.Seq)
 		ack(res, nil)
-		return nil, nil
+		return nil, nil, nil
 	}
 
 	c, err := r.conversation(m.Conv)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer c.mu.Unlock()
 	if c.last-c.durable >= r.opts.window {
-		return c.advance, nil
+		return c.advance, nil, nil
 	}
 	now := r.opts.now()
 	seq := c.last + 1
@@ -296,7 +306,7 @@ func (r *Router) tryPublish(m Message, ack AckFunc) (<-chan struct{}, error) {
 	}
 	data, err := proto.Marshal(msg)
 	if err != nil {
-		return nil, fmt.Errorf("router: encode message: %w", err)
+		return nil, nil, fmt.Errorf("router: encode message: %w", err)
 	}
 	c.last = seq
 	e := &entry{frame: &Frame{Conv: m.Conv, Seq: seq, Data: wrap(data)}}
@@ -310,8 +320,7 @@ func (r *Router) tryPublish(m Message, ack AckFunc) (<-chan struct{}, error) {
 	if msg.Kind == parleyv1.MessageKind_MESSAGE_KIND_EDIT || msg.Kind == parleyv1.MessageKind_MESSAGE_KIND_DELETE {
 		entry.Target, entry.Rewrite = m.TargetSeq, rewrite(msg)
 	}
-	r.log.Append(entry, func(err error) { r.committed(c, e, shard, key, f, err) })
-	return nil, nil
+	return nil, func() { r.log.Append(entry, func(err error) { r.committed(c, e, shard, key, f, err) }) }, nil
 }
 
 // committed runs on the log's writer goroutine when e's batch is done.

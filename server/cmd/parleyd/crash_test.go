@@ -236,6 +236,14 @@ func TestCrashLosesNothingAcked(t *testing.T) {
 		*crashRounds, led.sent, len(led.acked), len(stored), lost, moved, duplicates, missed, led.dupSeen)
 	if len(led.acked) != led.sent {
 		t.Errorf("%d of %d sends never acknowledged after the last restart", led.sent-len(led.acked), led.sent)
+		for i, s := range sessions {
+			select {
+			case <-s.Done():
+				t.Errorf("session %d stopped: %v", i, s.Err())
+			default:
+				t.Errorf("session %d still running, rtt %v, positions %v", i, s.RTT(), s.Positions())
+			}
+		}
 	}
 	if lost > 0 || moved > 0 || duplicates > 0 {
 		t.Errorf("acked messages lost: %d, stored at another seq than acked: %d, stored twice: %d", lost, moved, duplicates)
