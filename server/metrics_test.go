@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strconv"
 	"testing"
+	"testing/fstest"
 )
 
 // scrape reads /metrics and returns the value of each sample named.
@@ -55,5 +56,25 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 	resp.Body.Close()
 	if !regexp.MustCompile(`grpc_server_handled_total\{grpc_code="OK",grpc_method="Send",grpc_service="parley.v1.ChatService",grpc_type="unary"\} 10`).Match(body) {
 		t.Fatal("gRPC server metrics do not count the 10 Sends")
+	}
+}
+
+func TestPprofBehindAFlag(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		n := start(t, "", func(c *Config) { c.Pprof = on; c.Web = fstest.MapFS{"index.html": {Data: []byte("app")}} })
+		resp, err := http.Get("http://" + n.addr + "/debug/pprof/goroutine?debug=1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if got := resp.StatusCode == http.StatusOK && regexp.MustCompile(`goroutine profile`).Match(body); got != on {
+			t.Fatalf("pprof=%v: status %d, profile served %v", on, resp.StatusCode, got)
+		}
+		if resp, err := http.Get("http://" + n.addr + "/"); err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("pprof=%v: the app at / is gone: %v %v", on, resp, err)
+		} else {
+			resp.Body.Close()
+		}
 	}
 }

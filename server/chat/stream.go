@@ -440,7 +440,9 @@ func (o *outbound) durable(id uint64, frame, conv, cmid string, pub func(router.
 		}
 		o.answer(&parleyv1.ChatResponse{Frame: &parleyv1.ChatResponse_SendAck{SendAck: sendResponse(cmid, res)}})
 	})
-	if err != nil {
+	if err != nil && o.ctx.Err() == nil {
+		// (When the stream is over, nobody is there to answer: the client
+		// resends from its outbox on its next stream.)
 		o.answer(errorFrame(id, frame, err, conv, cmid))
 	}
 }

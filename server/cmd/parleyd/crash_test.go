@@ -4,8 +4,11 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -45,7 +48,8 @@ type crashLedger struct {
 	received  map[string]uint64 // what the subscriber app saw, after its dedup
 	dupSeen   int               // deliveries the subscriber saw twice (must be 0: the client drops them)
 	lastSeq   uint64
-	seqBroken string // first ordering violation seen by the subscriber
+	seqBroken string         // first ordering violation seen by the subscriber
+	failed    map[string]int // send errors by message
 }
 
 // TestCrashLosesNothingAcked kills parleyd with SIGKILL at random moments
@@ -58,7 +62,16 @@ func TestCrashLosesNothingAcked(t *testing.T) {
 		t.Skip("starts and kills parleyd many times")
 	}
 	dir, addr := t.TempDir(), freeAddr(t)
-	args := []string{"--data-dir", dir, "--addr", addr, "--send-rate", "0", "--window", "256"}
+	if path := os.Getenv("PARLEY_CRASH_LOG"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		logs = f
+		defer func() { logs = nil }()
+	}
+	args := []string{"--data-dir", dir, "--addr", addr, "--send-rate", "0", "--window", "256", "--pprof"}
 	p := startParleyd(t, args...)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -95,7 +108,7 @@ func TestCrashLosesNothingAcked(t *testing.T) {
 		sessions = append(sessions, s)
 	}
 
-	led := &crashLedger{acked: make(map[string]uint64), received: make(map[string]uint64)}
+	led := &crashLedger{acked: make(map[string]uint64), received: make(map[string]uint64), failed: make(map[string]int)}
 	// sessions[0] only listens.
 	if err := sessions[0].Subscribe(conv, 0); err != nil {
 		t.Fatal(err)
@@ -123,19 +136,22 @@ func TestCrashLosesNothingAcked(t *testing.T) {
 		}
 	}()
 
-	stop := make(chan struct{})
+	stop, giveUp := make(chan struct{}), make(chan struct{})
+	defer close(giveUp)
 	for i := 1; i <= senders; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			s, sender := sessions[i], fmt.Sprintf("user%d", i)
-			var inflight sync.WaitGroup
-			defer inflight.Wait()
+			// A window of sends in flight, as a chat app has: enough to
+			// pipeline through group commits, few enough that each round's
+			// outbox resend is quick.
+			window := make(chan struct{}, 32)
 			for n := 0; ; n++ {
 				select {
 				case <-stop:
 					return
-				default:
+				case window <- struct{}{}:
 				}
 				id, res, err := s.SendAsync(ctx, conv, fmt.Sprintf("%s message %d", sender, n))
 				if err != nil {
@@ -144,20 +160,24 @@ func TestCrashLosesNothingAcked(t *testing.T) {
 				led.mu.Lock()
 				led.sent++
 				led.mu.Unlock()
-				inflight.Add(1)
 				go func() {
-					defer inflight.Done()
-					r := <-res
+					var r client.SendResult
+					select {
+					case r = <-res:
+						<-window
+					case <-giveUp:
+						return
+					}
 					if r.Err != nil {
+						led.mu.Lock()
+						led.failed[r.Err.Error()]++
+						led.mu.Unlock()
 						return
 					}
 					led.mu.Lock()
 					led.acked[sender+"/"+id] = r.Ack.GetSeq()
 					led.mu.Unlock()
 				}()
-				if n%50 == 49 {
-					time.Sleep(time.Millisecond) // let acks and reconnects breathe
-				}
 			}
 		}()
 	}
@@ -175,7 +195,7 @@ func TestCrashLosesNothingAcked(t *testing.T) {
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		led.mu.Lock()
-		done := len(led.acked) == led.sent
+		done := len(led.acked)+sum(led.failed) == led.sent
 		led.mu.Unlock()
 		if done || time.Now().After(deadline) {
 			break
@@ -234,8 +254,18 @@ func TestCrashLosesNothingAcked(t *testing.T) {
 	}
 	t.Logf("crash test: rounds=%d sent=%d acked=%d stored=%d lost=%d moved=%d duplicates=%d subscriber_missed=%d subscriber_dups=%d",
 		*crashRounds, led.sent, len(led.acked), len(stored), lost, moved, duplicates, missed, led.dupSeen)
-	if len(led.acked) != led.sent {
-		t.Errorf("%d of %d sends never acknowledged after the last restart", led.sent-len(led.acked), led.sent)
+	if len(led.failed) > 0 {
+		t.Errorf("sends failed: %v", led.failed)
+	}
+	if len(led.acked)+sum(led.failed) != led.sent {
+		t.Errorf("%d of %d sends never answered after the last restart", led.sent-len(led.acked)-sum(led.failed), led.sent)
+		if path := os.Getenv("PARLEY_CRASH_LOG"); path != "" {
+			if resp, err := http.Get("http://" + addr + "/debug/pprof/goroutine?debug=2"); err == nil {
+				dump, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				os.WriteFile(path+".goroutines", dump, 0o644)
+			}
+		}
 		for i, s := range sessions {
 			select {
 			case <-s.Done():
@@ -260,4 +290,12 @@ func TestCrashLosesNothingAcked(t *testing.T) {
 	}
 	wg.Wait()
 	led.mu.Lock()
+}
+
+func sum(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
 }

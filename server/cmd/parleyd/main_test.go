@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -47,6 +49,9 @@ type proc struct {
 	exited chan error
 }
 
+// logs, when set, receives every parleyd's log after its serving line.
+var logs io.Writer
+
 var servingRE = regexp.MustCompile(`msg="parleyd serving" addr=(\S+)`)
 
 // startParleyd starts parleyd with args on a free loopback port and waits until it
@@ -62,15 +67,25 @@ func startParleyd(t *testing.T, args ...string) *proc {
 		t.Fatal(err)
 	}
 	p := &proc{cmd: cmd, exited: make(chan error, 1)}
+	sink := io.Discard
+	if logs != nil {
+		sink = logs
+	}
 	addr := make(chan string, 1)
+	var early []string // what parleyd said before serving, for the failure message
+	var earlyMu sync.Mutex
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			if m := servingRE.FindStringSubmatch(sc.Text()); m != nil {
 				addr <- m[1]
+				break
 			}
+			earlyMu.Lock()
+			early = append(early, sc.Text())
+			earlyMu.Unlock()
 		}
-		io.Copy(io.Discard, stderr)
+		io.Copy(sink, stderr)
 		p.exited <- cmd.Wait()
 	}()
 	t.Cleanup(func() {
@@ -80,7 +95,9 @@ func startParleyd(t *testing.T, args ...string) *proc {
 	select {
 	case p.addr = <-addr:
 	case err := <-p.exited:
-		t.Fatalf("parleyd exited before serving: %v", err)
+		earlyMu.Lock()
+		defer earlyMu.Unlock()
+		t.Fatalf("parleyd exited before serving: %v\n%s", err, strings.Join(early, "\n"))
 	case <-time.After(30 * time.Second):
 		t.Fatal("parleyd did not start within 30s")
 	}
