@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -50,6 +51,7 @@ type crashLedger struct {
 	lastSeq   uint64
 	seqBroken string         // first ordering violation seen by the subscriber
 	failed    map[string]int // send errors by message
+	waiting   map[string]int // sender/id -> sender index, until answered
 }
 
 // TestCrashLosesNothingAcked kills parleyd with SIGKILL at random moments
@@ -107,8 +109,17 @@ func TestCrashLosesNothingAcked(t *testing.T) {
 		defer s.Close()
 		sessions = append(sessions, s)
 	}
+	// Senders do not follow the room, so they get a notification for each
+	// post: an app must read its events, or its session stops reading the
+	// stream (acks included) until it does.
+	for _, s := range sessions[1:] {
+		go func() {
+			for range s.Events() {
+			}
+		}()
+	}
 
-	led := &crashLedger{acked: make(map[string]uint64), received: make(map[string]uint64), failed: make(map[string]int)}
+	led := &crashLedger{acked: make(map[string]uint64), received: make(map[string]uint64), failed: make(map[string]int), waiting: make(map[string]int)}
 	// sessions[0] only listens.
 	if err := sessions[0].Subscribe(conv, 0); err != nil {
 		t.Fatal(err)
@@ -159,6 +170,7 @@ func TestCrashLosesNothingAcked(t *testing.T) {
 				}
 				led.mu.Lock()
 				led.sent++
+				led.waiting[sender+"/"+id] = i
 				led.mu.Unlock()
 				go func() {
 					var r client.SendResult
@@ -168,6 +180,9 @@ func TestCrashLosesNothingAcked(t *testing.T) {
 					case <-giveUp:
 						return
 					}
+					led.mu.Lock()
+					delete(led.waiting, sender+"/"+id)
+					led.mu.Unlock()
 					if r.Err != nil {
 						led.mu.Lock()
 						led.failed[r.Err.Error()]++
@@ -265,6 +280,15 @@ func TestCrashLosesNothingAcked(t *testing.T) {
 				resp.Body.Close()
 				os.WriteFile(path+".goroutines", dump, 0o644)
 			}
+		}
+		probes := 0
+		for k, i := range led.waiting {
+			if probes++; probes > 3 {
+				break
+			}
+			id := k[strings.Index(k, "/")+1:]
+			resp, err := clients[i].ChatService().Send(ctx, &parleyv1.SendRequest{ConversationId: conv, ClientMessageId: id, Body: "probe"})
+			t.Errorf("unanswered %s resent by hand: %v, %v", k, resp, err)
 		}
 		for i, s := range sessions {
 			select {
