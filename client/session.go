@@ -52,8 +52,9 @@ type Session struct {
 	// stalls counts the times the reader had to wait for the application
 	// to take an event, and stalled is true while it waits. A pong that
 	// comes late because of that says nothing about the network.
-	stalls  atomic.Uint64
-	stalled atomic.Bool
+	stalls        atomic.Uint64
+	stalled       atomic.Bool
+	droppedEvents atomic.Uint64 // ephemeral events dropped on a full Events channel
 
 	mu        sync.Mutex // protects the fields below
 	subs      map[string]*subscription
@@ -248,7 +249,11 @@ func (c *Client) NewSession(ctx context.Context, opts ...SessionOption) (*Sessio
 // backs up the gRPC stream to the server. That is intended: nothing is
 // dropped, the server eventually cuts the stream with RESOURCE_EXHAUSTED
 // ("slow consumer"), and the Session resumes from the last seq it
-// delivered. An application that never reads Events gets no messages, no
+// delivered. That holds for messages, subscription markers, state changes
+// and error frames; receipt, typing, presence and notification events are
+// dropped instead when the channel is full (see DroppedEvents), so an
+// application that only sends is not held up by them. An application that
+// follows conversations and never reads Events gets no messages, no
 // acknowledgements (they are read from the same stream) and no progress.
 func (s *Session) Events() <-chan Event { return s.events }
 

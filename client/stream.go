@@ -260,17 +260,34 @@ func (s *Session) handle(resp *parleyv1.ChatResponse) bool {
 		return s.handleError(f.Error)
 	case *parleyv1.ChatResponse_Receipt:
 		s.confirmMark(f.Receipt)
-		return s.emit(ReceiptEvent{Receipt: f.Receipt})
+		s.emitEphemeral(ReceiptEvent{Receipt: f.Receipt})
 	case *parleyv1.ChatResponse_Typing:
 		s.typingLapsed(f.Typing)
-		return s.emit(TypingEvent{Typing: f.Typing})
+		s.emitEphemeral(TypingEvent{Typing: f.Typing})
 	case *parleyv1.ChatResponse_Presence:
-		return s.emit(PresenceEvent{Presence: f.Presence})
+		s.emitEphemeral(PresenceEvent{Presence: f.Presence})
 	case *parleyv1.ChatResponse_Notification:
-		return s.emit(NotificationEvent{Notification: f.Notification})
+		s.emitEphemeral(NotificationEvent{Notification: f.Notification})
 	}
 	return true
 }
+
+// emitEphemeral queues an event that can be missed without harm (receipts,
+// typing, presence, notifications: each is superseded by the next, or can
+// be fetched again) and drops it when the application is behind. Waiting
+// for room, as messages do, would hold up the acks behind it for an
+// application that never reads these.
+func (s *Session) emitEphemeral(ev Event) {
+	select {
+	case s.events <- ev:
+	default:
+		s.droppedEvents.Add(1)
+	}
+}
+
+// DroppedEvents counts receipt, typing, presence and notification events
+// dropped because Events was full.
+func (s *Session) DroppedEvents() uint64 { return s.droppedEvents.Load() }
 
 // handleMessage delivers a message unless the Session has already
 // delivered it: by seq within the conversation's epoch, or by (sender,
