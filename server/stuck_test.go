@@ -1,6 +1,8 @@
 package server
 
 import (
+	"os"
+	"runtime/pprof"
 	"context"
 	"flag"
 	"fmt"
@@ -175,13 +177,16 @@ func TestSoakChurn(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// One token context for the whole churn: a fresh one per round
+			// would be held until the test ends and show up as heap growth.
+			base := u.ctx(t)
 			for r := 0; time.Now().Before(deadline); r++ {
 				conn, err := grpc.NewClient(n.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 				if err != nil {
 					t.Error(err)
 					return
 				}
-				ctx, cancel := context.WithTimeout(u.ctx(t), 30*time.Second)
+				ctx, cancel := context.WithTimeout(base, 30*time.Second)
 				st, err := parleyv1.NewChatServiceClient(conn).Chat(ctx)
 				if err == nil {
 					st.Send(&parleyv1.ChatRequest{Frame: &parleyv1.ChatRequest_Subscribe{Subscribe: &parleyv1.SubscribePosition{ConversationId: conv, AfterSeq: ^uint64(0) >> 1}}})
@@ -233,6 +238,13 @@ func TestSoakChurn(t *testing.T) {
 	if g > baseG+5 {
 		buf := make([]byte, 1<<20)
 		t.Fatalf("goroutines: %d before the soak, %d after:\n%s", baseG, g, buf[:runtime.Stack(buf, true)])
+	}
+	if path := os.Getenv("PARLEY_SOAK_HEAP"); path != "" {
+		if f, err := os.Create(path); err == nil {
+			runtime.GC()
+			pprof.WriteHeapProfile(f)
+			f.Close()
+		}
 	}
 	if h := heapInUse(); h > baseHeap+32<<20 {
 		t.Fatalf("heap in use: %d before the soak, %d after", baseHeap, h)
