@@ -1,14 +1,14 @@
 package server
 
 import (
-	"os"
-	"runtime/pprof"
 	"context"
 	"flag"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"runtime"
+	"runtime/pprof"
 	"sync"
 	"testing"
 	"time"
