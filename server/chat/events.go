@@ -275,7 +275,7 @@ func (s *Service) notify(c store.Conversation, sender string, res router.Result,
 					return
 				}
 			}
-			o.push(frame)
+			o.offer(frame)
 		}
 	}
 	if len(offline) > 0 && s.opts.webhook != nil {

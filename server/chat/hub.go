@@ -143,7 +143,7 @@ func (h *hub) announce(user string, p *parleyv1.Presence) {
 	}
 	for _, peer := range h.svc.peers(user) {
 		for _, o := range h.outbounds(peer) {
-			o.push(f)
+			o.offer(f)
 		}
 	}
 }

@@ -153,6 +153,7 @@ type Service struct {
 	posts         chan post // durable posts waiting for notifications
 	droppedNotes  atomic.Uint64
 	slowConsumers atomic.Uint64
+	droppedEvents atomic.Uint64
 
 	shutdown     chan struct{} // closed by Shutdown: streaming handlers return UNAVAILABLE
 	shutdownOnce sync.Once
@@ -236,12 +237,13 @@ type Stats struct {
 	MaxQueueDepth        int    // the fullest stream queue
 	SlowConsumers        uint64 // streams cut for not keeping up, since start
 	NotificationsDropped uint64 // notifications dropped because their queue was full
+	EventsDropped        uint64 // receipts, typing, presence and notifications dropped on full stream queues
 }
 
 // Stats returns the current figures. It is safe for concurrent use; it
 // walks every open stream, so call it at scrape time, not per message.
 func (s *Service) Stats() Stats {
-	st := Stats{SlowConsumers: s.slowConsumers.Load(), NotificationsDropped: s.droppedNotes.Load()}
+	st := Stats{SlowConsumers: s.slowConsumers.Load(), NotificationsDropped: s.droppedNotes.Load(), EventsDropped: s.droppedEvents.Load()}
 	s.hub.mu.Lock()
 	defer s.hub.mu.Unlock()
 	for _, set := range s.hub.streams {

@@ -148,8 +148,27 @@ func (o *outbound) sendAnswers(stream grpc.ServerStream) error {
 	return nil
 }
 
-// Deliver implements router.Subscriber.
-func (o *outbound) Deliver(f *router.Frame) bool { return o.push(f) }
+// Deliver implements router.Subscriber. Messages must not be dropped: a
+// full queue cuts the stream, and the client resumes from its last seq.
+// Events (Seq 0: receipts, typing) are best effort: a full queue drops them
+// rather than cutting a reader that keeps up with the messages.
+func (o *outbound) Deliver(f *router.Frame) bool {
+	if f.Seq == 0 {
+		o.offer(f)
+		return true
+	}
+	return o.push(f)
+}
+
+// offer queues a best-effort event if there is room, and drops it (counted)
+// otherwise.
+func (o *outbound) offer(f *router.Frame) {
+	select {
+	case o.q <- f:
+	default:
+		o.svc.droppedEvents.Add(1)
+	}
+}
 
 // push queues item without blocking, or ends the stream as a slow consumer.
 func (o *outbound) push(item any) bool {

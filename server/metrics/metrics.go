@@ -94,6 +94,7 @@ func (m *Metrics) Watch(r *router.Router, svc *chat.Service) {
 		gauge("parley_stream_queue_depth_max", "Frames waiting in the fullest stream queue.", func() float64 { return float64(svc.Stats().MaxQueueDepth) }),
 		counter("parley_slow_consumer_disconnects_total", "Streams cut for not keeping up.", func() float64 { return float64(svc.Stats().SlowConsumers) }),
 		counter("parley_notifications_dropped_total", "Notifications dropped because their queue was full.", func() float64 { return float64(svc.Stats().NotificationsDropped) }),
+		counter("parley_events_dropped_total", "Best-effort events (receipts, typing, presence, notifications) dropped on full stream queues.", func() float64 { return float64(svc.Stats().EventsDropped) }),
 	)
 }
 
