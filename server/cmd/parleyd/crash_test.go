@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/parleychat/parley/client"
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
 )
@@ -223,7 +225,9 @@ func TestCrashLosesNothingAcked(t *testing.T) {
 	duplicates := 0
 	var after uint64
 	for {
-		h, err := clients[0].ChatService().History(ctx, &parleyv1.HistoryRequest{ConversationId: conv, AfterSeq: after, Forward: true, Limit: 500})
+		// Wait for ready: the connection may still be backing off from a
+		// dial made while parleyd was down.
+		h, err := clients[0].ChatService().History(ctx, &parleyv1.HistoryRequest{ConversationId: conv, AfterSeq: after, Forward: true, Limit: 500}, grpc.WaitForReady(true))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -287,7 +291,7 @@ func TestCrashLosesNothingAcked(t *testing.T) {
 				break
 			}
 			id := k[strings.Index(k, "/")+1:]
-			resp, err := clients[i].ChatService().Send(ctx, &parleyv1.SendRequest{ConversationId: conv, ClientMessageId: id, Body: "probe"})
+			resp, err := clients[i].ChatService().Send(ctx, &parleyv1.SendRequest{ConversationId: conv, ClientMessageId: id, Body: "probe"}, grpc.WaitForReady(true))
 			t.Errorf("unanswered %s resent by hand: %v, %v", k, resp, err)
 		}
 		for i, s := range sessions {
