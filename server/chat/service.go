@@ -1,5 +1,6 @@
 // Package chat implements Parley's gRPC services (AuthService,
-// ConversationService and ChatService) on top of the router and the store.
+// ConversationService, ChatService and AttachmentService) on top of the
+// router and the store.
 // It is the edge where errors become gRPC status codes.
 package chat
 
@@ -132,7 +133,7 @@ func WithWebhook(f WebhookFunc) Option { return func(o *options) { o.webhook = f
 // WithLogger sets the logger.
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
 
-// Service implements the three gRPC services. It is safe for concurrent use.
+// Service implements the gRPC services. It is safe for concurrent use.
 type Service struct {
 	parleyv1.UnimplementedAuthServiceServer
 	parleyv1.UnimplementedConversationServiceServer
