@@ -40,7 +40,7 @@ type Config struct {
 	DataDir string // default "./data"
 
 	BatchSize     int           // messages per commit; default 512
-	FlushInterval time.Duration // wait for more messages before a commit; default 1ms
+	FlushInterval time.Duration // wait for more messages before a commit; default 0: commit as soon as the queue is empty
 	NoSync        bool          // benchmarks only: acknowledged messages may be lost on a crash
 	Window        uint64        // W: how far seqs may run ahead of the disk; default 4096
 	Tail          int           // committed messages kept in memory per conversation; default 256

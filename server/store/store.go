@@ -119,7 +119,7 @@ type job struct {
 // Open opens (or creates) the store in dir. It fails fast if another process
 // holds the file.
 func Open(dir string, opts ...Option) (*Store, error) {
-	o := options{batchSize: 512, flushInterval: time.Millisecond, queue: 8192, logger: slog.Default()}
+	o := options{batchSize: 512, queue: 8192, logger: slog.Default()}
 	for _, opt := range opts {
 		opt(&o)
 	}
