@@ -37,8 +37,6 @@ func (o *outbox) add(p *pendingSend) {
 	o.byID[p.id] = p
 }
 
-func (o *outbox) len() int { return o.order.Len() }
-
 // get returns the send with the given client_message_id, or nil if it is
 // not pending (already answered, or never ours).
 func (o *outbox) get(clientMessageID string) *pendingSend {

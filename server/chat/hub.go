@@ -128,13 +128,6 @@ func (h *hub) outbounds(user string) []*outbound {
 	return out
 }
 
-// online reports whether user has a stream open.
-func (h *hub) online(user string) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return len(h.streams[user]) > 0
-}
-
 // announce tells every user who shares a conversation with p's user.
 func (h *hub) announce(user string, p *parleyv1.Presence) {
 	f, err := router.Event("", fieldPresence, p)
