@@ -7,6 +7,8 @@ BUF      := $(WEB)/node_modules/.bin/buf
 BIN      := $(CURDIR)/bin
 GRPCURL  := $(BIN)/grpcurl
 GRPCURL_VERSION := v1.9.4
+NATS_SERVER := $(BIN)/nats-server
+NATS_SERVER_VERSION := v2.15.2
 DATA_DIR ?= ./data
 ADDR     ?= :8080
 GOTEST_FLAGS ?= -race -count=1 -timeout 15m
@@ -25,6 +27,10 @@ tools: $(WEB)/node_modules/.stamp
 
 $(GRPCURL):
 	GOBIN=$(BIN) $(GO) install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
+
+# The cluster tests run real nats-server processes (server/natstest).
+$(NATS_SERVER):
+	GOBIN=$(BIN) $(GO) install github.com/nats-io/nats-server/v2@$(NATS_SERVER_VERSION)
 
 lint-proto: tools
 	$(BUF) lint
@@ -89,9 +95,9 @@ build: web
 run: build
 	$(BIN)/parleyd --data-dir $(DATA_DIR) --addr $(ADDR)
 
-test-go: $(GRPCURL)
+test-go: $(GRPCURL) $(NATS_SERVER)
 	$(GO) vet ./...
-	PARLEY_GRPCURL=$(GRPCURL) $(GO) test $(GOTEST_FLAGS) ./...
+	PARLEY_GRPCURL=$(GRPCURL) PARLEY_NATS_SERVER=$(NATS_SERVER) $(GO) test $(GOTEST_FLAGS) ./...
 
 test: check-generated check-web test-web test-go test-e2e
 

@@ -1,0 +1,248 @@
+// Package natstest runs real nats-server processes with JetStream on
+// loopback for tests: a cluster of any size in one line, each node stoppable,
+// killable and restartable on its own store, all stopped when the test ends.
+//
+// The binary is $PARLEY_NATS_SERVER, else bin/nats-server at the module
+// root (`make test` installs it there). A test that needs it and finds
+// neither fails: a skipped cluster test would prove nothing.
+package natstest
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Options shape a cluster. The zero value is a three-node cluster with
+// JetStream's default sync interval.
+type Options struct {
+	// Nodes is the cluster size (default 3). One node runs without a
+	// cluster block.
+	Nodes int
+	// SyncAlways fsyncs every JetStream write (sync_interval: always).
+	SyncAlways bool
+}
+
+// Cluster is a set of running nats-server nodes that route to each other.
+type Cluster struct {
+	Nodes []*Node
+	t     testing.TB
+}
+
+// Node is one nats-server process. Its ports and store survive Stop, Kill
+// and Start, so clients reconnect to where they were.
+type Node struct {
+	Name string
+	// URL is the client URL, nats://127.0.0.1:port.
+	URL string
+
+	t       testing.TB
+	bin     string
+	dir     string // config, store and log
+	conf    string
+	monitor string // http://127.0.0.1:port
+
+	mu  sync.Mutex
+	cmd *exec.Cmd
+	log *os.File
+}
+
+// Start runs a cluster and waits until JetStream answers on every node.
+func Start(t testing.TB, opts Options) *Cluster {
+	t.Helper()
+	if opts.Nodes <= 0 {
+		opts.Nodes = 3
+	}
+	bin := Binary(t)
+	ports := freePorts(t, 3*opts.Nodes)
+	c := &Cluster{t: t}
+	var routes []string
+	for i := range opts.Nodes {
+		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", ports[3*i+1]))
+	}
+	for i := range opts.Nodes {
+		dir := t.TempDir()
+		n := &Node{
+			Name:    fmt.Sprintf("n%d", i+1),
+			URL:     fmt.Sprintf("nats://127.0.0.1:%d", ports[3*i]),
+			t:       t,
+			bin:     bin,
+			dir:     dir,
+			conf:    filepath.Join(dir, "nats.conf"),
+			monitor: fmt.Sprintf("http://127.0.0.1:%d", ports[3*i+2]),
+		}
+		var b strings.Builder
+		fmt.Fprintf(&b, "server_name: %s\nlisten: 127.0.0.1:%d\nhttp: 127.0.0.1:%d\n", n.Name, ports[3*i], ports[3*i+2])
+		fmt.Fprintf(&b, "jetstream {\n  store_dir: %q\n", filepath.Join(dir, "js"))
+		if opts.SyncAlways {
+			b.WriteString("  sync_interval: always\n")
+		}
+		b.WriteString("}\n")
+		if opts.Nodes > 1 {
+			fmt.Fprintf(&b, "cluster {\n  name: parley\n  listen: 127.0.0.1:%d\n  routes: [%s]\n}\n", ports[3*i+1], strings.Join(routes, ", "))
+		}
+		if err := os.WriteFile(n.conf, []byte(b.String()), 0o600); err != nil {
+			t.Fatalf("natstest: %v", err)
+		}
+		c.Nodes = append(c.Nodes, n)
+	}
+	t.Cleanup(c.Stop)
+	for _, n := range c.Nodes {
+		n.Start()
+	}
+	for _, n := range c.Nodes {
+		n.WaitReady()
+	}
+	return c
+}
+
+// URL is every node's client URL, comma-separated, as nats.Connect and
+// parleyd's --nats take it.
+func (c *Cluster) URL() string {
+	urls := make([]string, len(c.Nodes))
+	for i, n := range c.Nodes {
+		urls[i] = n.URL
+	}
+	return strings.Join(urls, ",")
+}
+
+// Stop ends every node; it runs on cleanup too.
+func (c *Cluster) Stop() {
+	for _, n := range c.Nodes {
+		n.Stop()
+	}
+}
+
+// Start runs the node's process on its config; it does not wait for
+// JetStream (see WaitReady).
+func (n *Node) Start() {
+	n.t.Helper()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd != nil {
+		n.t.Fatalf("natstest: %s already running", n.Name)
+	}
+	log, err := os.OpenFile(filepath.Join(n.dir, "nats.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		n.t.Fatalf("natstest: %v", err)
+	}
+	cmd := exec.Command(n.bin, "-c", n.conf)
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		log.Close()
+		n.t.Fatalf("natstest: start %s: %v", n.Name, err)
+	}
+	n.cmd, n.log = cmd, log
+}
+
+// WaitReady waits until the node reports JetStream healthy (it has a meta
+// leader and is current), failing the test after 30 s with its log.
+func (n *Node) WaitReady() {
+	n.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	hc := &http.Client{Timeout: time.Second}
+	for {
+		resp, err := hc.Get(n.monitor + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			n.t.Fatalf("natstest: %s not ready after 30 s (last: %v)\n%s", n.Name, err, n.Log())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Stop ends the process with SIGTERM (a clean shutdown) and waits for it.
+func (n *Node) Stop() { n.signal(syscall.SIGTERM) }
+
+// Kill ends the process with SIGKILL, as a crash would.
+func (n *Node) Kill() { n.signal(syscall.SIGKILL) }
+
+func (n *Node) signal(sig syscall.Signal) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd == nil {
+		return
+	}
+	_ = n.cmd.Process.Signal(sig)
+	done := make(chan struct{})
+	go func() { _ = n.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		_ = n.cmd.Process.Kill()
+		<-done
+	}
+	n.log.Close()
+	n.cmd, n.log = nil, nil
+}
+
+// Log returns the node's log so far (stdout and stderr of every run).
+func (n *Node) Log() string {
+	b, err := os.ReadFile(filepath.Join(n.dir, "nats.log"))
+	if err != nil {
+		return err.Error()
+	}
+	if len(b) > 8<<10 {
+		b = append([]byte("…"), b[len(b)-8<<10:]...)
+	}
+	return string(bytes.TrimSpace(b))
+}
+
+// Binary finds nats-server as the package doc says.
+func Binary(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv("PARLEY_NATS_SERVER"); p != "" {
+		return p
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatalf("natstest: %v", err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			p := filepath.Join(dir, "bin", "nats-server")
+			if _, err := os.Stat(p); err != nil {
+				t.Fatalf("natstest: no nats-server at %s; run `make bin/nats-server` or set PARLEY_NATS_SERVER", p)
+			}
+			return p
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("natstest: no nats-server: set PARLEY_NATS_SERVER")
+		}
+		dir = parent
+	}
+}
+
+// freePorts reserves n distinct loopback ports and releases them for the
+// nodes to bind. Holding all listeners until the end keeps the n distinct.
+func freePorts(t testing.TB, n int) []int {
+	t.Helper()
+	ports := make([]int, n)
+	ls := make([]net.Listener, n)
+	for i := range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("natstest: %v", err)
+		}
+		ls[i], ports[i] = l, l.Addr().(*net.TCPAddr).Port
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	return ports
+}
