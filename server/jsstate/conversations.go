@@ -1,0 +1,406 @@
+package jsstate
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/parleychat/parley/server/store"
+)
+
+// Conversations live in the conversations bucket under convKey(id), as
+// store.Conversation JSON with Members sorted and without duplicates. That
+// record is the truth about who is a member; every change to it is a
+// compare-and-set on its revision, so changes made at once on different
+// nodes are applied one after the other and none is lost.
+//
+// The memberships bucket indexes conversations by user: one key
+// token(user).convKey(id) per membership, whose value is the id. One key per
+// (user, conversation) rather than a list per user, because then two nodes
+// adding alice to two conversations at once write different keys and never
+// conflict, and listing alice's conversations is one ordered consumer on
+// "alice.>". Without transactions across keys the index cannot be changed
+// atomically with the record, so three rules keep it right:
+//
+//  1. Adding: the entries of members being added are written before the
+//     record's compare-and-set (so a node that dies between the two leaves
+//     the index a superset of the truth) and again after it.
+//  2. Removing: an entry is deleted only at the revision it was read at,
+//     after reading the record and finding the user gone; the record is
+//     read once more afterwards and the entry restored if the user came
+//     back. Rule 1's second write comes after the adder's compare-and-set,
+//     so a remover that read the record before that compare-and-set finds
+//     the entry's revision changed and its delete refused.
+//  3. Reading: UserConversations checks every entry against the record and
+//     skips (and removes, by rule 2) the ones the record does not confirm:
+//     left over from an update that failed or from a node that died.
+//
+// So UserConversations is exact as of the records it read. What remains is
+// a window of one compare-and-set's length in which a node dying at the
+// wrong moment may leave an index entry missing for a member who was
+// removed and added back at once on two nodes.
+
+// CreateConversation stores a new conversation and indexes its members; an
+// error wrapping store.ErrExists if the id is taken on any node. Members
+// are sorted and compacted first, as store.Store does.
+func (s *State) CreateConversation(c store.Conversation) error {
+	c.Members = normalize(c.Members)
+	data, err := json.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("jsstate: conversation %q: encode: %w", c.ID, err)
+	}
+	key := convKey(c.ID)
+	return s.op("create conversation", func(ctx context.Context) error {
+		// Creating a direct conversation that exists is common (chat tries
+		// it whenever someone opens one): answer it with one read.
+		if _, err := s.convs.Get(ctx, key); err == nil {
+			return fmt.Errorf("conversation %q: %w", c.ID, store.ErrExists)
+		} else if !missing(err) {
+			return err
+		}
+		if err := s.index(ctx, c.ID, c.Members); err != nil {
+			return err
+		}
+		if err := createOnce(ctx, s.convs, key, data, fmt.Sprintf("conversation %q", c.ID)); err != nil {
+			return err
+		}
+		return s.index(ctx, c.ID, c.Members)
+	})
+}
+
+// UpdateConversation reads conversation id, lets fn change it and stores the
+// result if the conversation was not changed meanwhile; otherwise it reads
+// it again and runs fn again, so fn may run more than once and must only
+// change c. fn's error aborts the change and is returned as is. Members are
+// sorted and compacted before storing. An error wrapping store.ErrNotFound
+// if there is no such conversation.
+func (s *State) UpdateConversation(id string, fn func(c *store.Conversation) error) (store.Conversation, error) {
+	key := convKey(id)
+	var out store.Conversation
+	var fnErr error
+	err := s.op("update conversation", func(ctx context.Context) error {
+		for attempt := 1; ; attempt++ {
+			e, err := s.convs.Get(ctx, key)
+			if missing(err) {
+				return fmt.Errorf("conversation %q: %w", id, store.ErrNotFound)
+			}
+			if err != nil {
+				return err
+			}
+			var c store.Conversation
+			if err := json.Unmarshal(e.Value(), &c); err != nil {
+				return fmt.Errorf("conversation %q: decode: %w", id, err)
+			}
+			old := slices.Clone(c.Members)
+			if err := fn(&c); err != nil {
+				fnErr = err
+				return nil
+			}
+			c.Members = normalize(c.Members)
+			data, err := json.Marshal(c)
+			if err != nil {
+				return fmt.Errorf("conversation %q: encode: %w", id, err)
+			}
+			added, removed := diff(old, c.Members)
+			if err := s.index(ctx, id, added); err != nil {
+				return err
+			}
+			if _, err := s.convs.Update(ctx, key, data, e.Revision()); err != nil {
+				if conflict(err) {
+					s.casPause(ctx, attempt)
+					continue
+				}
+				return err
+			}
+			if err := s.index(ctx, id, added); err != nil {
+				return err
+			}
+			for _, u := range removed {
+				if err := s.unindex(ctx, u, id, 0); err != nil {
+					return err
+				}
+			}
+			out = c
+			return nil
+		}
+	})
+	if fnErr != nil {
+		return store.Conversation{}, fnErr
+	}
+	return out, err
+}
+
+// Conversation returns the conversation with id; an error wrapping
+// store.ErrNotFound if there is none.
+func (s *State) Conversation(id string) (store.Conversation, error) {
+	var c store.Conversation
+	err := s.op("conversation", func(ctx context.Context) error {
+		var err error
+		c, _, err = s.conversation(ctx, id)
+		return err
+	})
+	return c, err
+}
+
+func (s *State) conversation(ctx context.Context, id string) (store.Conversation, uint64, error) {
+	var c store.Conversation
+	e, err := s.convs.Get(ctx, convKey(id))
+	if missing(err) {
+		return c, 0, fmt.Errorf("conversation %q: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		return c, 0, err
+	}
+	if err := json.Unmarshal(e.Value(), &c); err != nil {
+		return c, 0, fmt.Errorf("conversation %q: decode: %w", id, err)
+	}
+	return c, e.Revision(), nil
+}
+
+// UserConversations returns the ids of the conversations user is a member
+// of, sorted. Each comes from the memberships index and is confirmed by the
+// conversation's record (see the rules above), which costs one read per
+// conversation.
+func (s *State) UserConversations(user string) ([]string, error) {
+	var ids []string
+	err := s.op("user conversations", func(ctx context.Context) error {
+		ids = ids[:0]
+		entries, err := list(ctx, s.memberships, token(user)+".>")
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			id := string(e.Value())
+			c, _, err := s.conversation(ctx, id)
+			if err != nil && !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+			if err == nil && c.IsMember(user) {
+				ids = append(ids, id)
+				continue
+			}
+			// Left over from a failed update, or an add still in flight
+			// (whose adder writes the entry again after its
+			// compare-and-set). Best effort: the next reader tries again.
+			_ = s.unindex(ctx, user, id, e.Revision())
+		}
+		return nil
+	})
+	slices.Sort(ids)
+	return ids, err
+}
+
+// membershipKey is token(user).convKey(id).
+func membershipKey(user, id string) string { return token(user) + "." + convKey(id) }
+
+// indexParallel bounds the index writes in flight for one update, so that
+// creating a group of a thousand members takes a few round trips' time,
+// not a thousand.
+const indexParallel = 16
+
+// index writes the membership entries of users in conversation id.
+func (s *State) index(ctx context.Context, id string, users []string) error {
+	return parallel(ctx, users, indexParallel, func(ctx context.Context, u string) error {
+		_, err := s.memberships.Put(ctx, membershipKey(u, id), []byte(id))
+		return err
+	})
+}
+
+// unindex removes user's entry for conversation id by rule 2. rev is the
+// entry's revision if the caller read it, 0 to read it here.
+func (s *State) unindex(ctx context.Context, user, id string, rev uint64) error {
+	key := membershipKey(user, id)
+	if rev == 0 {
+		e, err := s.memberships.Get(ctx, key)
+		if missing(err) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		rev = e.Revision()
+	}
+	c, _, err := s.conversation(ctx, id)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	if err == nil && c.IsMember(user) {
+		return nil
+	}
+	if err := s.memberships.Delete(ctx, key, jetstream.LastRevision(rev)); err != nil {
+		if conflict(err) {
+			return nil // written again since: by an adder, whose record wins
+		}
+		return err
+	}
+	c, _, err = s.conversation(ctx, id)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	if err == nil && c.IsMember(user) {
+		_, err = s.memberships.Put(ctx, key, []byte(id))
+		return err
+	}
+	return nil
+}
+
+// WatchConversations calls fn with the id of every conversation created or
+// changed from now on, on this node or any other, in the order they were
+// stored, until stop is called, ctx ends or the State is closed. fn runs on
+// one goroutine at a time and should be quick (say, forget a cached copy);
+// a change is seen some milliseconds after it is stored, so a cache that
+// fn invalidates may serve the old members that long. If the watch breaks
+// (the connection was lost for good), it starts again after the last
+// revision it saw, so no change is skipped. stop waits for fn to return.
+func (s *State) WatchConversations(ctx context.Context, fn func(id string)) (stop func(), err error) {
+	if s.isClosed() {
+		return nil, fmt.Errorf("jsstate: watch conversations: %w", store.ErrClosed)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	w, err := s.convs.WatchAll(wctx, jetstream.UpdatesOnly())
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("jsstate: watch conversations: %w", err)
+	}
+	done := make(chan struct{})
+	s.watchers.Go(func() {
+		defer close(done)
+		var last uint64
+		for {
+			last = s.follow(wctx, w, last, fn)
+			stopWatcher(w)
+			if wctx.Err() != nil || s.closing() {
+				return
+			}
+			sleep(wctx, 100*time.Millisecond)
+			opts := []jetstream.WatchOpt{jetstream.UpdatesOnly()}
+			if last > 0 {
+				opts = []jetstream.WatchOpt{jetstream.IncludeHistory(), jetstream.ResumeFromRevision(last + 1)}
+			}
+			for {
+				w, err = s.convs.WatchAll(wctx, opts...)
+				if err == nil {
+					break
+				}
+				if !sleep(wctx, time.Second) || s.closing() {
+					return
+				}
+			}
+		}
+	})
+	var once sync.Once
+	return func() { once.Do(func() { cancel(); <-done }) }, nil
+}
+
+// follow passes w's updates to fn until w ends, ctx ends or the State
+// closes, and returns the last revision it passed.
+func (s *State) follow(ctx context.Context, w jetstream.KeyWatcher, last uint64, fn func(id string)) uint64 {
+	for {
+		select {
+		case e, ok := <-w.Updates():
+			if !ok {
+				return last
+			}
+			if e == nil || e.Revision() <= last {
+				continue
+			}
+			last = e.Revision()
+			if id, err := unconvKey(strings.Split(e.Key(), ".")); err == nil {
+				fn(id)
+			}
+		case <-ctx.Done():
+			return last
+		case <-s.done:
+			return last
+		}
+	}
+}
+
+// stopWatcher stops w and drains its channel until the subscription's
+// closed handler closes it, so that its goroutine is not left blocked on a
+// full channel.
+func stopWatcher(w jetstream.KeyWatcher) {
+	_ = w.Stop()
+	t := time.NewTimer(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case _, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+		case <-t.C:
+			return
+		}
+	}
+}
+
+// normalize sorts members and drops duplicates and empty ids.
+func normalize(members []string) []string {
+	out := slices.Clone(members)
+	slices.Sort(out)
+	out = slices.Compact(out)
+	return slices.DeleteFunc(out, func(m string) bool { return m == "" })
+}
+
+// diff returns the members of after that are not in before and the
+// members of before not in after; both must be sorted.
+func diff(before, after []string) (added, removed []string) {
+	for _, m := range after {
+		if _, ok := slices.BinarySearch(before, m); !ok {
+			added = append(added, m)
+		}
+	}
+	for _, m := range before {
+		if _, ok := slices.BinarySearch(after, m); !ok {
+			removed = append(removed, m)
+		}
+	}
+	return added, removed
+}
+
+// missing reports whether err says the key does not exist (or was deleted).
+func missing(err error) bool {
+	return errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted)
+}
+
+// parallel runs f for each item with at most n in flight and returns the
+// first error.
+func parallel(ctx context.Context, items []string, n int, f func(ctx context.Context, item string) error) error {
+	if len(items) <= 1 {
+		for _, it := range items {
+			if err := f(ctx, it); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+	)
+	sem := make(chan struct{}, n)
+	for _, it := range items {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := f(ctx, it); err != nil {
+				mu.Lock()
+				if first == nil {
+					first = err
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return first
+}

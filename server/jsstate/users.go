@@ -1,0 +1,112 @@
+package jsstate
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/parleychat/parley/server/store"
+)
+
+// CreateUser stores a new user; an error wrapping store.ErrExists if the id
+// is taken, on this node or any other. Of two nodes registering one id at
+// once, exactly one succeeds: the key is created only if absent.
+func (s *State) CreateUser(u store.User) error {
+	data, err := json.Marshal(u)
+	if err != nil {
+		return fmt.Errorf("jsstate: encode user: %w", err)
+	}
+	return s.op("create user", func(ctx context.Context) error {
+		return createOnce(ctx, s.users, token(u.ID), data, fmt.Sprintf("user %q", u.ID))
+	})
+}
+
+// createOnce creates key with value, or fails with store.ErrExists. A
+// retried create whose first attempt was applied but not acknowledged finds
+// its own value and counts as success.
+func createOnce(ctx context.Context, kv jetstream.KeyValue, key string, value []byte, what string) error {
+	_, err := kv.Create(ctx, key, value)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, jetstream.ErrKeyExists) {
+		return err
+	}
+	if e, gerr := kv.Get(ctx, key); gerr == nil && string(e.Value()) == string(value) {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", what, store.ErrExists)
+}
+
+// User returns the user with id; an error wrapping store.ErrNotFound if
+// there is none.
+func (s *State) User(id string) (store.User, error) {
+	var u store.User
+	err := s.op("user", func(ctx context.Context) error {
+		e, err := s.users.Get(ctx, token(id))
+		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+			return fmt.Errorf("user %q: %w", id, store.ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		if err := json.Unmarshal(e.Value(), &u); err != nil {
+			return fmt.Errorf("user %q: decode: %w", id, err)
+		}
+		return nil
+	})
+	return u, err
+}
+
+// signingKeySize matches auth.LoadOrCreateKey's 32 random bytes, the
+// minimum auth.New accepts.
+const signingKeySize = 32
+
+const keySigningKey = "signing-key"
+
+// SigningKey returns the cluster's JWT signing key, creating 32 random
+// bytes the first time any node asks. The key is created only if absent,
+// so nodes that start together agree on whichever was written first. The
+// returned slice is the caller's.
+func (s *State) SigningKey(ctx context.Context) ([]byte, error) {
+	if s.isClosed() {
+		return nil, fmt.Errorf("jsstate: signing key: %w", store.ErrClosed)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.opts.timeout)
+	defer cancel()
+	fresh := make([]byte, signingKeySize)
+	rand.Read(fresh)
+	var key []byte
+	err := retry(ctx, s.opts.attempt, func(ctx context.Context) error {
+		e, err := s.meta.Get(ctx, keySigningKey)
+		if err == nil {
+			key = e.Value()
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return err
+		}
+		if _, err := s.meta.Create(ctx, keySigningKey, fresh); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+			return err
+		}
+		// Read back rather than trust our own create: another node's may
+		// have won.
+		e, err = s.meta.Get(ctx, keySigningKey)
+		if err != nil {
+			return err
+		}
+		key = e.Value()
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("jsstate: signing key: %w", err)
+	}
+	if len(key) < signingKeySize {
+		return nil, fmt.Errorf("jsstate: signing key in bucket %s is %d bytes, need at least %d", s.meta.Bucket(), len(key), signingKeySize)
+	}
+	return key, nil
+}
