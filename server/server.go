@@ -117,7 +117,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.FlushInterval != 0 {
 		sopts = append(sopts, store.WithFlushInterval(cfg.FlushInterval))
 	}
-	sopts = append(sopts, store.WithNoSync(cfg.NoSync), store.WithLogger(cfg.Logger), store.WithCommitObserver(s.stats.Commit))
+	sopts = append(sopts, store.WithRewrite(router.Rewrite), store.WithNoSync(cfg.NoSync), store.WithLogger(cfg.Logger), store.WithCommitObserver(s.stats.Commit))
 	st, err := store.Open(cfg.DataDir, sopts...)
 	if err != nil {
 		return nil, err

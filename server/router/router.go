@@ -318,7 +318,7 @@ func (r *Router) tryPublish(m Message, ack AckFunc) (wait <-chan struct{}, appen
 	shard.pending[key] = f
 	entry := store.Entry{Conv: m.Conv, Seq: seq, Sender: m.Sender, ClientMsgID: m.ClientMsgID, Data: data}
 	if msg.Kind == parleyv1.MessageKind_MESSAGE_KIND_EDIT || msg.Kind == parleyv1.MessageKind_MESSAGE_KIND_DELETE {
-		entry.Target, entry.Rewrite = m.TargetSeq, rewrite(msg)
+		entry.Target = m.TargetSeq
 	}
 	return nil, func() { r.log.Append(entry, func(err error) { r.committed(c, e, shard, key, f, err) }) }, nil
 }
@@ -366,27 +366,32 @@ func (r *Router) trim(c *conv) {
 	}
 }
 
-// rewrite returns how event changes the stored post it targets: an edit
-// replaces the body, a delete leaves a tombstone. Nothing changes a
-// tombstone, so an edit that raced a delete cannot bring the post back.
-func rewrite(event *parleyv1.Message) func(old []byte) ([]byte, error) {
-	return func(old []byte) ([]byte, error) {
-		var post parleyv1.Message
-		if err := proto.Unmarshal(old, &post); err != nil {
-			return nil, err
-		}
-		if post.GetDeleted() || post.GetSenderId() != event.GetSenderId() {
-			return nil, nil
-		}
-		switch event.GetKind() {
-		case parleyv1.MessageKind_MESSAGE_KIND_EDIT:
-			post.Body = event.GetBody()
-			post.EditedAt = event.GetSentAt()
-		case parleyv1.MessageKind_MESSAGE_KIND_DELETE:
-			post.Body, post.Attachments, post.Deleted = "", nil, true
-		}
-		return proto.Marshal(&post)
+// Rewrite is the store's RewriteFunc for Parley messages: it returns how an
+// edit or delete event changes the stored post it targets. An edit replaces
+// the body, a delete leaves a tombstone. Nothing changes a tombstone, so an
+// edit that raced a delete cannot bring the post back; applying an event
+// twice gives what applying it once gave.
+func Rewrite(stored, event []byte) ([]byte, error) {
+	var ev, post parleyv1.Message
+	if err := proto.Unmarshal(event, &ev); err != nil {
+		return nil, err
 	}
+	if err := proto.Unmarshal(stored, &post); err != nil {
+		return nil, err
+	}
+	if post.GetDeleted() || post.GetSenderId() != ev.GetSenderId() {
+		return nil, nil
+	}
+	switch ev.GetKind() {
+	case parleyv1.MessageKind_MESSAGE_KIND_EDIT:
+		post.Body = ev.GetBody()
+		post.EditedAt = ev.GetSentAt()
+	case parleyv1.MessageKind_MESSAGE_KIND_DELETE:
+		post.Body, post.Attachments, post.Deleted = "", nil, true
+	default:
+		return nil, nil
+	}
+	return proto.Marshal(&post)
 }
 
 func duplicateAck(ack AckFunc) AckFunc {

@@ -288,13 +288,17 @@ type discard struct{ _ int }
 
 func (*discard) Deliver(*Frame) bool { return true }
 
+// copyFile copies the store's files (the main file and the journal) as they
+// are on disk now: what a kill at this moment would leave.
 func copyFile(t *testing.T, from, to string) {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(from, store.FileName))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(to, store.FileName), data, 0o600); err != nil {
-		t.Fatal(err)
+	for _, name := range []string{store.FileName, store.JournalFileName} {
+		data, err := os.ReadFile(filepath.Join(from, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(to, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

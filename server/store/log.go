@@ -3,7 +3,7 @@ package store
 import (
 	"bytes"
 	"encoding/binary"
-	"fmt"
+	"slices"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -24,11 +24,9 @@ type Entry struct {
 	// modify it.
 	Data []byte
 	// Target, when not 0, is the seq of an earlier message of Conv that
-	// Rewrite changes in the same transaction (edits and deletes). Rewrite
-	// gets a copy of the stored bytes and returns the new ones, or nil to
-	// leave the message as it is. It runs on the writer goroutine.
-	Target  uint64
-	Rewrite func(old []byte) ([]byte, error)
+	// this one (an edit or a delete) changes, as the store's RewriteFunc
+	// says.
+	Target uint64
 }
 
 // Record is one stored message.
@@ -44,62 +42,15 @@ type DedupRecord struct {
 }
 
 // Append queues e for the next group commit and calls done once the batch
-// holding it is durable (err == nil) or has failed. done runs on the writer
-// goroutine: it must be quick and must not call back into the store's
-// writing methods. Append blocks only while the writer's queue is full; after
-// Close it calls done(ErrClosed) at once.
+// holding it is durable in the journal (err == nil) or has failed; from
+// then on every read sees e. done runs on the journaler goroutine: it must
+// be quick and must not call back into the store's writing methods. Append
+// blocks only while the journal's queue is full; after Close it calls
+// done(ErrClosed) at once.
 func (s *Store) Append(e Entry, done func(error)) {
 	if err := s.enqueue(job{entry: &e, onDone: done}); err != nil {
 		done(err)
 	}
-}
-
-func commitBatch(tx *bolt.Tx, batch []job) error {
-	msgs := tx.Bucket(bucketMsgs)
-	dedup := tx.Bucket(bucketDedup)
-	var conv *bolt.Bucket
-	var convName string
-	for i := range batch {
-		j := &batch[i]
-		if j.receipt != nil {
-			r, err := putReceipt(tx, *j.receipt)
-			if err != nil {
-				return err
-			}
-			j.receiptOut = r
-			continue
-		}
-		e := j.entry
-		if conv == nil || convName != e.Conv {
-			b, err := msgs.CreateBucketIfNotExists([]byte(e.Conv))
-			if err != nil {
-				return fmt.Errorf("conversation %q: %w", e.Conv, err)
-			}
-			conv, convName = b, e.Conv
-		}
-		if err := conv.Put(seqKey(e.Seq), e.Data); err != nil {
-			return fmt.Errorf("message %s#%d: %w", e.Conv, e.Seq, err)
-		}
-		if e.Target != 0 && e.Rewrite != nil {
-			if old := conv.Get(seqKey(e.Target)); old != nil {
-				changed, err := e.Rewrite(bytes.Clone(old))
-				if err != nil {
-					return fmt.Errorf("rewrite %s#%d: %w", e.Conv, e.Target, err)
-				}
-				if changed != nil {
-					if err := conv.Put(seqKey(e.Target), changed); err != nil {
-						return fmt.Errorf("rewrite %s#%d: %w", e.Conv, e.Target, err)
-					}
-				}
-			}
-		}
-		if e.ClientMsgID != "" {
-			if err := dedup.Put(dedupKey(e.Sender, e.ClientMsgID), dedupValue(e.Conv, e.Seq)); err != nil {
-				return fmt.Errorf("dedup %s/%s: %w", e.Sender, e.ClientMsgID, err)
-			}
-		}
-	}
-	return nil
 }
 
 func seqKey(seq uint64) []byte {
@@ -122,16 +73,23 @@ func dedupValue(conv string, seq uint64) []byte {
 	return append(v, conv...)
 }
 
+// Reads below take a snapshot of the pending (journaled, not yet indexed)
+// messages first and read the index second; see pending.
+
 // Head returns the newest committed seq of conv, 0 if it has none.
 func (s *Store) Head(conv string) (uint64, error) {
+	prs, _ := s.pend.view(conv)
 	var head uint64
+	if len(prs) > 0 {
+		head = prs[len(prs)-1].seq
+	}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketMsgs).Bucket([]byte(conv))
 		if b == nil {
 			return nil
 		}
 		if k, _ := b.Cursor().Last(); k != nil {
-			head = binary.BigEndian.Uint64(k)
+			head = max(head, binary.BigEndian.Uint64(k))
 		}
 		return nil
 	})
@@ -140,26 +98,24 @@ func (s *Store) Head(conv string) (uint64, error) {
 
 // Last returns the newest committed message of conv, or ok == false.
 func (s *Store) Last(conv string) (rec Record, ok bool, err error) {
-	err = s.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketMsgs).Bucket([]byte(conv))
-		if b == nil {
-			return nil
-		}
-		if k, v := b.Cursor().Last(); k != nil {
-			rec, ok = Record{Seq: binary.BigEndian.Uint64(k), Data: bytes.Clone(v)}, true
-		}
-		return nil
-	})
-	return rec, ok, err
+	recs, _, err := s.Before(conv, 0, 1)
+	if err != nil || len(recs) == 0 {
+		return Record{}, false, err
+	}
+	return recs[0], true, nil
 }
 
 // Range returns up to limit committed messages of conv with after < seq <=
 // upto, oldest first (upto == 0 means no upper bound), and whether more lie
 // beyond the last one returned within the bound.
 func (s *Store) Range(conv string, after, upto uint64, limit int) (recs []Record, more bool, err error) {
+	if after == ^uint64(0) {
+		return nil, false, nil
+	}
+	prs, edits := s.pend.view(conv)
 	err = s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketMsgs).Bucket([]byte(conv))
-		if b == nil || after == ^uint64(0) {
+		if b == nil {
 			return nil
 		}
 		c := b.Cursor()
@@ -176,13 +132,22 @@ func (s *Store) Range(conv string, after, upto uint64, limit int) (recs []Record
 		}
 		return nil
 	})
-	return recs, more, err
+	if err != nil || len(prs)+len(edits) == 0 {
+		return recs, more, err
+	}
+	recs = merge(recs, prs, func(seq uint64) bool { return seq > after && (upto == 0 || seq <= upto) })
+	if len(recs) > limit {
+		recs, more = recs[:max(limit, 0)], true
+	}
+	s.applyEdits(recs, edits)
+	return recs, more, nil
 }
 
 // Before returns up to limit committed messages of conv with seq < before
 // (before == 0 means no bound: the newest page), oldest first, and whether
 // older ones exist.
 func (s *Store) Before(conv string, before uint64, limit int) (recs []Record, more bool, err error) {
+	prs, edits := s.pend.view(conv)
 	err = s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketMsgs).Bucket([]byte(conv))
 		if b == nil {
@@ -207,36 +172,64 @@ func (s *Store) Before(conv string, before uint64, limit int) (recs []Record, mo
 			}
 			recs = append(recs, Record{Seq: binary.BigEndian.Uint64(k), Data: bytes.Clone(v)})
 		}
-		for i, j := 0, len(recs)-1; i < j; i, j = i+1, j-1 {
-			recs[i], recs[j] = recs[j], recs[i]
-		}
+		slices.Reverse(recs)
 		return nil
 	})
-	return recs, more, err
+	if err != nil || len(prs)+len(edits) == 0 {
+		return recs, more, err
+	}
+	recs = merge(recs, prs, func(seq uint64) bool { return before == 0 || seq < before })
+	if len(recs) > limit {
+		recs, more = recs[len(recs)-max(limit, 0):], true
+	}
+	s.applyEdits(recs, edits)
+	return recs, more, nil
 }
 
 // Get returns the committed message conv#seq, or ok == false.
 func (s *Store) Get(conv string, seq uint64) (rec Record, ok bool, err error) {
-	err = s.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketMsgs).Bucket([]byte(conv))
-		if b == nil {
-			return nil
-		}
-		if v := b.Get(seqKey(seq)); v != nil {
-			rec, ok = Record{Seq: seq, Data: bytes.Clone(v)}, true
-		}
-		return nil
-	})
-	return rec, ok, err
+	if seq == 0 {
+		return Record{}, false, nil
+	}
+	recs, _, err := s.Range(conv, seq-1, seq, 1)
+	if err != nil || len(recs) == 0 {
+		return Record{}, false, err
+	}
+	return recs[0], true, nil
 }
 
 // Count calls keep for the committed messages of conv with seq > after,
 // oldest first, and counts those it accepts, stopping at max.
 func (s *Store) Count(conv string, after uint64, max int, keep func(data []byte) bool) (int, error) {
+	if after == ^uint64(0) {
+		return 0, nil
+	}
+	prs, edits := s.pend.view(conv)
+	if len(prs)+len(edits) > 0 {
+		// Rare (a conversation written in the last moments): page through
+		// the merged view.
+		n := 0
+		for n < max {
+			recs, more, err := s.Range(conv, after, 0, 256)
+			if err != nil {
+				return n, err
+			}
+			for _, r := range recs {
+				if n < max && keep(r.Data) {
+					n++
+				}
+			}
+			if !more || len(recs) == 0 {
+				break
+			}
+			after = recs[len(recs)-1].Seq
+		}
+		return n, nil
+	}
 	n := 0
 	err := s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketMsgs).Bucket([]byte(conv))
-		if b == nil || after == ^uint64(0) {
+		if b == nil {
 			return nil
 		}
 		c := b.Cursor()
@@ -252,8 +245,12 @@ func (s *Store) Count(conv string, after uint64, max int, keep func(data []byte)
 
 // Dedup looks up where an accepted (sender, client_message_id) went.
 func (s *Store) Dedup(sender, clientMsgID string) (rec DedupRecord, ok bool, err error) {
+	key := dedupKey(sender, clientMsgID)
+	if rec, ok := s.pend.lookupDedup(key); ok {
+		return rec, true, nil
+	}
 	err = s.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketDedup).Get(dedupKey(sender, clientMsgID))
+		v := tx.Bucket(bucketDedup).Get(key)
 		if len(v) < 8 {
 			return nil
 		}

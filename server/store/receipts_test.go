@@ -1,6 +1,8 @@
 package store
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -55,19 +57,36 @@ func TestReceiptsOnlyMoveForward(t *testing.T) {
 }
 
 func TestRewriteTarget(t *testing.T) {
-	s := open(t, t.TempDir())
-	defer s.Close()
-	appendSync(t, s, Entry{Conv: "c", Seq: 1, Data: []byte("original")})
-	appendSync(t, s, Entry{Conv: "c", Seq: 2, Data: []byte("edit"), Target: 1,
-		Rewrite: func(old []byte) ([]byte, error) { return append(old, "+edited"...), nil }})
-	appendSync(t, s, Entry{Conv: "c", Seq: 3, Data: []byte("noop"), Target: 1,
-		Rewrite: func([]byte) ([]byte, error) { return nil, nil }})
-	rec, ok, err := s.Get("c", 1)
-	if err != nil || !ok || string(rec.Data) != "original+edited" {
-		t.Fatalf("rewritten message = %q %v %v", rec.Data, ok, err)
+	rewrite := func(stored, event []byte) ([]byte, error) {
+		if string(event) == "noop" {
+			return nil, nil
+		}
+		if strings.HasSuffix(string(stored), "+"+string(event)) {
+			return nil, nil // already applied: idempotent
+		}
+		return append(stored, "+"+string(event)...), nil
 	}
-	n, err := s.Count("c", 1, 10, func(d []byte) bool { return string(d) != "noop" })
-	if err != nil || n != 1 {
-		t.Fatalf("Count = %d, %v; want 1", n, err)
+	for _, reopen := range []bool{false, true} {
+		t.Run(fmt.Sprintf("reopen=%v", reopen), func(t *testing.T) {
+			dir := t.TempDir()
+			s := open(t, dir, WithRewrite(rewrite))
+			defer func() { s.Close() }()
+			appendSync(t, s, Entry{Conv: "c", Seq: 1, Data: []byte("original")})
+			appendSync(t, s, Entry{Conv: "c", Seq: 2, Data: []byte("edited"), Target: 1})
+			appendSync(t, s, Entry{Conv: "c", Seq: 3, Data: []byte("noop"), Target: 1})
+			appendSync(t, s, Entry{Conv: "c", Seq: 4, Data: []byte("gone"), Target: 9}) // no such message
+			if reopen {
+				s.Close()
+				s = open(t, dir, WithRewrite(rewrite))
+			}
+			rec, ok, err := s.Get("c", 1)
+			if err != nil || !ok || string(rec.Data) != "original+edited" {
+				t.Fatalf("rewritten message = %q %v %v", rec.Data, ok, err)
+			}
+			n, err := s.Count("c", 1, 10, func(d []byte) bool { return string(d) != "noop" })
+			if err != nil || n != 2 {
+				t.Fatalf("Count = %d, %v; want 2", n, err)
+			}
+		})
 	}
 }

@@ -1,12 +1,15 @@
-// Package store is Parley's durable state in one bbolt file: the message log
+// Package store is Parley's durable state on one machine: the message log
 // written behind delivery, the (sender, client_message_id) dedup index,
-// users and conversations.
+// receipts, attachments, users and conversations, in two bbolt files.
 //
-// One goroutine, the writer, owns every write transaction. Messages are
-// appended in batches (group commit: up to BatchSize messages or
-// FlushInterval, one transaction, one fsync) and each Append's callback runs
-// only after its batch is on disk. Reads run in their own bbolt read
-// transactions and never wait for the writer.
+// Appends take the ack path: one goroutine, the journaler, group-commits
+// them (up to BatchSize messages or FlushInterval, one transaction, one
+// fsync) to a sequential journal, and each Append's callback runs only
+// after its batch is on disk. A second goroutine, the writer, owns every
+// write to the main file: it indexes journaled messages per conversation in
+// large batches, off the ack path, and runs metadata updates and receipts.
+// Reads run in their own bbolt read transactions, merge in what is journaled
+// but not yet indexed, and never wait for either goroutine.
 package store
 
 import (
@@ -18,6 +21,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -48,6 +52,7 @@ var (
 
 type options struct {
 	observe       CommitObserver
+	rewrite       RewriteFunc
 	batchSize     int
 	flushInterval time.Duration
 	noSync        bool
@@ -83,6 +88,18 @@ type CommitObserver func(jobs int, total, write time.Duration, err error)
 // WithCommitObserver sets the observer, for metrics.
 func WithCommitObserver(f CommitObserver) Option { return func(o *options) { o.observe = f } }
 
+// RewriteFunc computes how an edit or delete event changes the stored
+// message it targets (Entry.Target): it gets a copy of the stored bytes and
+// the event's Data and returns the new bytes, or nil to leave the message as
+// it is. It must be deterministic and idempotent (applying an event twice
+// gives what applying it once gave), because replay after a crash and reads
+// of not yet indexed messages may apply an event again.
+type RewriteFunc func(stored, event []byte) ([]byte, error)
+
+// WithRewrite sets how edits and deletes change their targets. Without it an
+// entry's Target is ignored and only the event itself is stored.
+func WithRewrite(f RewriteFunc) Option { return func(o *options) { o.rewrite = f } }
+
 // WithLogger sets the logger for commit failures.
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
 
@@ -90,20 +107,27 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l 
 // concurrent use. Close must be called to mark a clean shutdown; a store that
 // was not closed cleanly reports Unclean on the next Open.
 type Store struct {
-	db      *bolt.DB
+	db      *bolt.DB // the main file: written only by the writer goroutine
+	jdb     *bolt.DB // the journal: written only by the journaler goroutine
 	opts    options
 	epoch   string
 	unclean bool
 
-	jobs chan job
-	done chan struct{} // closed when the writer has exited
+	appends chan job         // Append -> journaler
+	jobs    chan job         // metadata updates and receipts -> writer
+	index   chan []journaled // journaled batches, in journal order -> writer
+	indexed atomic.Uint64    // the journal id up to which the main file holds every entry durably
+	pend    pending
 
-	mu     sync.RWMutex // protects closed; held for reading while enqueueing so Close cannot race a send on jobs
+	jdone chan struct{} // closed when the journaler has exited
+	done  chan struct{} // closed when the writer has exited
+
+	mu     sync.RWMutex // protects closed; held for reading while enqueueing so Close cannot race a send
 	closed bool
 }
 
-// job is one unit of work for the writer: either a message append or a
-// metadata update that runs in a transaction of its own.
+// job is one unit of work: a message append (journaler), or a receipt or a
+// metadata update that runs in a transaction of its own (writer).
 type job struct {
 	entry  *Entry
 	onDone func(error)
@@ -143,13 +167,44 @@ func Open(dir string, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", filepath.Join(dir, FileName), err)
 	}
-	s := &Store{db: db, opts: o, jobs: make(chan job, o.queue), done: make(chan struct{})}
+	s := &Store{db: db, opts: o, done: make(chan struct{}), jdone: make(chan struct{})}
 	if err := db.Update(s.init); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store: initialise: %w", err)
 	}
+	jpath := filepath.Join(dir, JournalFileName)
+	s.jdb, err = bolt.Open(jpath, 0o600, &bolt.Options{Timeout: time.Second, NoSync: o.noSync, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: open %s: %w", jpath, err)
+	}
+	last, err := s.openJournal()
+	if err != nil {
+		s.jdb.Close()
+		db.Close()
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	s.appends = make(chan job, o.queue)
+	s.jobs = make(chan job, o.queue)
+	s.index = make(chan []journaled, indexQueue)
+	go s.journaler(last)
 	go s.writer()
 	return s, nil
+}
+
+// indexQueue bounds the journaled batches waiting for the writer; when it is
+// full the journaler waits, Append's queue fills and Append blocks.
+const indexQueue = 64
+
+// openJournal creates the journal's bucket and replays what it holds.
+func (s *Store) openJournal() (uint64, error) {
+	if err := s.jdb.Update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bucketJournal)
+		return err
+	}); err != nil {
+		return 0, fmt.Errorf("initialise journal: %w", err)
+	}
+	return s.replayJournal()
 }
 
 // init creates the buckets, reads or creates the epoch and records that the
@@ -188,36 +243,52 @@ func (s *Store) Epoch() string { return s.epoch }
 // and their seqs must not be handed out again.
 func (s *Store) Unclean() bool { return s.unclean }
 
-// Close commits everything already queued, marks the file clean and closes
-// it. Appends after Close fail with ErrClosed. Close is idempotent.
+// Close commits and indexes everything already queued, marks the files
+// clean and closes them. Appends after Close fail with ErrClosed. Close is
+// idempotent.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		<-s.done
+		<-s.jdone
 		return nil
 	}
 	s.closed = true
+	close(s.appends)
 	close(s.jobs)
 	s.mu.Unlock()
+	<-s.jdone
 	<-s.done
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketMeta).Put(keyClean, []byte("1"))
-	})
-	if cerr := s.db.Close(); err == nil {
-		err = cerr
+	// Whatever the writer indexed can leave the journal now; what it could
+	// not index stays and is replayed by the next Open.
+	err := s.jdb.Update(func(tx *bolt.Tx) error { return dropJournal(tx.Bucket(bucketJournal), s.indexed.Load()) })
+	if err == nil {
+		err = s.db.Update(func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketMeta).Put(keyClean, []byte("1"))
+		})
+	}
+	for _, db := range []*bolt.DB{s.jdb, s.db} {
+		if cerr := db.Close(); err == nil {
+			err = cerr
+		}
 	}
 	return err
 }
 
-// enqueue hands a job to the writer. It blocks while the queue is full.
+// enqueue hands a job to the journaler (appends) or the writer (the rest).
+// It blocks while that queue is full.
 func (s *Store) enqueue(j job) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
 		return ErrClosed
 	}
-	s.jobs <- j
+	if j.entry != nil {
+		s.appends <- j
+	} else {
+		s.jobs <- j
+	}
 	return nil
 }
 
@@ -231,94 +302,139 @@ func (s *Store) update(fn func(tx *bolt.Tx) error) error {
 	return <-res
 }
 
-// writer is the only goroutine that writes. It exits when jobs is closed
-// and drained.
+// indexRetry is how long the writer waits before retrying an index commit
+// that failed (a full disk, say); the messages stay journaled and readable
+// meanwhile.
+const indexRetry = 100 * time.Millisecond
+
+// writer is the only goroutine that writes the main file: it indexes what
+// the journaler hands it, batches receipts into one commit, and runs
+// metadata updates. It exits when jobs and index are both closed and
+// drained (or, for the index, when a commit keeps failing at Close).
 func (s *Store) writer() {
 	defer close(s.done)
-	var timer *time.Timer
-	batch := make([]job, 0, s.opts.batchSize)
-	for {
-		j, ok := <-s.jobs
-		if !ok {
-			return
+	jobs, index := s.jobs, s.index
+	var backlog []journaled // journaled, not yet indexed, in journal order
+	var retry <-chan time.Time
+	receipts := make([]job, 0, s.opts.batchSize)
+	for jobs != nil || index != nil || len(backlog) > 0 {
+		in := index
+		if len(backlog) >= indexQueue*s.opts.batchSize {
+			in = nil // far behind: let the journaler wait
 		}
-		if j.update != nil {
-			j.result <- s.db.Update(j.update)
+		if jobs == nil && index == nil {
+			// Closing: one more try for what is left, then leave it to
+			// the journal and the next Open.
+			if err := s.indexBacklog(&backlog); err != nil {
+				return
+			}
 			continue
 		}
-		batch = append(batch[:0], j)
-		var held *job // a metadata update met while filling the batch
-		var deadline <-chan time.Time
-		if s.opts.flushInterval > 0 {
-			if timer == nil {
-				timer = time.NewTimer(s.opts.flushInterval)
-			} else {
-				timer.Reset(s.opts.flushInterval)
+		select {
+		case j, ok := <-jobs:
+			if !ok {
+				jobs = nil
+				continue
 			}
-			deadline = timer.C
-		}
-		closed := false
-	fill:
-		for len(batch) < s.opts.batchSize {
-			var next job
-			var ok bool
-			if deadline == nil {
+			if j.update != nil {
+				j.result <- s.db.Update(j.update)
+				continue
+			}
+			receipts = append(receipts[:0], j)
+			var held *job
+		fill:
+			for len(receipts) < s.opts.batchSize {
 				select {
-				case next, ok = <-s.jobs:
+				case next, ok := <-jobs:
+					if !ok {
+						jobs = nil
+						break fill
+					}
+					if next.update != nil {
+						held = &next
+						break fill
+					}
+					receipts = append(receipts, next)
 				default:
 					break fill
 				}
-			} else {
+			}
+			s.commitReceipts(receipts)
+			clear(receipts)
+			if held != nil {
+				held.result <- s.db.Update(held.update)
+			}
+		case b, ok := <-in:
+			if !ok {
+				index = nil
+				continue
+			}
+			backlog = append(backlog, b...)
+			// Take whatever else is ready: bigger index commits share pages.
+		more:
+			for len(backlog) < indexChunk {
 				select {
-				case next, ok = <-s.jobs:
-				case <-deadline:
-					break fill
+				case b, ok := <-index:
+					if !ok {
+						index = nil
+						break more
+					}
+					backlog = append(backlog, b...)
+				default:
+					break more
 				}
 			}
-			if !ok {
-				closed = true
-				break
+			if retry == nil {
+				if err := s.indexBacklog(&backlog); err != nil {
+					retry = time.After(indexRetry)
+				}
 			}
-			if next.update != nil {
-				held = &next
-				break
+		case <-retry:
+			retry = nil
+			if err := s.indexBacklog(&backlog); err != nil {
+				retry = time.After(indexRetry)
 			}
-			batch = append(batch, next)
 		}
-		if timer != nil {
-			timer.Stop() // since Go 1.23 a stopped timer delivers no stale tick
+	}
+}
+
+// indexBacklog indexes the backlog in chunks, forgetting from pending and
+// the backlog what each successful commit holds. It stops at the first
+// failure and returns it.
+func (s *Store) indexBacklog(backlog *[]journaled) error {
+	for len(*backlog) > 0 {
+		chunk := (*backlog)[:min(len(*backlog), indexChunk)]
+		if err := s.db.Update(func(tx *bolt.Tx) error { return s.indexEntries(tx, chunk) }); err != nil {
+			s.opts.logger.Error("store: index commit failed; the messages stay journaled", "messages", len(chunk), "err", err)
+			return err
 		}
-		start := time.Now()
-		var write time.Duration
-		err := s.db.Update(func(tx *bolt.Tx) error {
-			if err := commitBatch(tx, batch); err != nil {
+		s.indexed.Store(chunk[len(chunk)-1].jid)
+		s.pend.drop(chunk)
+		clear(chunk)
+		*backlog = (*backlog)[len(chunk):]
+	}
+	*backlog = nil
+	return nil
+}
+
+// commitReceipts writes a batch of receipt updates in one transaction and
+// calls each one's callback with the result.
+func (s *Store) commitReceipts(batch []job) {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for i := range batch {
+			r, err := putReceipt(tx, *batch[i].receipt)
+			if err != nil {
 				return err
 			}
-			// The page writes and their fsync happen in Commit, after this
-			// returns; WriteTime is read back below.
-			tx.OnCommit(func() { st := tx.Stats(); write = st.GetWriteTime() })
-			return nil
-		})
-		if s.opts.observe != nil {
-			s.opts.observe(len(batch), time.Since(start), write, err)
+			batch[i].receiptOut = r
 		}
-		if err != nil {
-			s.opts.logger.Error("store: commit failed", "messages", len(batch), "err", err)
-			err = fmt.Errorf("store: commit: %w", err)
-		}
-		for _, b := range batch {
-			if b.receipt != nil {
-				b.onReceipt(b.receiptOut, err)
-			} else {
-				b.onDone(err)
-			}
-		}
-		clear(batch)
-		if held != nil {
-			held.result <- s.db.Update(held.update)
-		}
-		if closed {
-			return
-		}
+		return nil
+	})
+	if err != nil {
+		s.opts.logger.Error("store: receipt commit failed", "receipts", len(batch), "err", err)
+		err = fmt.Errorf("store: commit: %w", err)
+	}
+	for _, b := range batch {
+		b.onReceipt(b.receiptOut, err)
 	}
 }

@@ -79,13 +79,7 @@ func TestUncleanStopIsReported(t *testing.T) {
 	dir := t.TempDir()
 	s := open(t, dir)
 	appendSync(t, s, Entry{Conv: "c", Seq: 1, Data: []byte("x")})
-	// Simulate a crash: stop the writer and close the file without marking it clean.
-	s.mu.Lock()
-	s.closed = true
-	close(s.jobs)
-	s.mu.Unlock()
-	<-s.done
-	s.db.Close()
+	crash(s)
 
 	s = open(t, dir)
 	defer s.Close()

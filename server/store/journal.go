@@ -1,0 +1,440 @@
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// The journal is the ack path. Appends are group-committed to a bucket of
+// their own in a file of their own (JournalFileName), keyed by a journal id
+// that only grows, so a commit dirties a handful of pages at the end of one
+// B+tree whatever the conversations are. Writing the same messages straight
+// into per-conversation buckets and the dedup index dirties pages all over
+// the file (measured on the 2-core test box: ~7 ms per commit of 120
+// messages over 100 conversations, against ~0.7 ms for the journal).
+//
+// The writer goroutine then indexes journaled batches into the main file in
+// large transactions, where many messages share each page, and only after
+// that commit is durable may the journal drop them. Until then the messages
+// live in memory too (pending) and every read merges them in, so a message
+// is readable from the moment its Append is acknowledged. Open replays
+// whatever the journal still holds into the index; replay is idempotent
+// because the journal is always a suffix of the index's history.
+
+// JournalFileName is the name of the journal's bbolt file inside the data
+// directory.
+const JournalFileName = "journal.db"
+
+var bucketJournal = []byte("journal")
+
+// journaled is an Entry with its journal id.
+type journaled struct {
+	jid uint64
+	e   Entry
+}
+
+// encodeEntry lays out an Entry as uvarint seq, target, then the lengths
+// and bytes of conv, sender and client message id, then the data.
+func encodeEntry(e *Entry) []byte {
+	b := make([]byte, 0, 3*binary.MaxVarintLen64+len(e.Conv)+len(e.Sender)+len(e.ClientMsgID)+len(e.Data)+3*binary.MaxVarintLen16)
+	b = binary.AppendUvarint(b, e.Seq)
+	b = binary.AppendUvarint(b, e.Target)
+	for _, s := range []string{e.Conv, e.Sender, e.ClientMsgID} {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
+	}
+	return append(b, e.Data...)
+}
+
+var errBadJournal = errors.New("store: malformed journal entry")
+
+// decodeEntry is encodeEntry's inverse. The returned Entry does not alias b.
+func decodeEntry(b []byte) (Entry, error) {
+	var e Entry
+	var n int
+	if e.Seq, n = binary.Uvarint(b); n <= 0 {
+		return e, errBadJournal
+	}
+	b = b[n:]
+	if e.Target, n = binary.Uvarint(b); n <= 0 {
+		return e, errBadJournal
+	}
+	b = b[n:]
+	var fields [3]string
+	for i := range fields {
+		l, n := binary.Uvarint(b)
+		if n <= 0 || l > uint64(len(b)-n) {
+			return e, errBadJournal
+		}
+		fields[i] = string(b[n : n+int(l)])
+		b = b[n+int(l):]
+	}
+	e.Conv, e.Sender, e.ClientMsgID = fields[0], fields[1], fields[2]
+	e.Data = slices.Clone(b)
+	return e, nil
+}
+
+func jidKey(jid uint64) []byte { return seqKey(jid) }
+
+// journaler is the only goroutine that writes the journal file. It commits
+// appends in groups, makes them readable (pending), acknowledges them and
+// hands them to the writer for indexing, in journal order. It exits when
+// appends is closed and drained, closing index behind it.
+func (s *Store) journaler(last uint64) {
+	defer close(s.jdone)
+	defer close(s.index)
+	var timer *time.Timer
+	var dropped uint64 // journal ids up to here are deleted
+	batch := make([]job, 0, s.opts.batchSize)
+	for {
+		j, ok := <-s.appends
+		if !ok {
+			return
+		}
+		batch = append(batch[:0], j)
+		var deadline <-chan time.Time
+		if s.opts.flushInterval > 0 {
+			if timer == nil {
+				timer = time.NewTimer(s.opts.flushInterval)
+			} else {
+				timer.Reset(s.opts.flushInterval)
+			}
+			deadline = timer.C
+		}
+		closed := false
+	fill:
+		for len(batch) < s.opts.batchSize {
+			var next job
+			if deadline == nil {
+				select {
+				case next, ok = <-s.appends:
+				default:
+					break fill
+				}
+			} else {
+				select {
+				case next, ok = <-s.appends:
+				case <-deadline:
+					break fill
+				}
+			}
+			if !ok {
+				closed = true
+				break
+			}
+			batch = append(batch, next)
+		}
+		if timer != nil {
+			timer.Stop() // since Go 1.23 a stopped timer delivers no stale tick
+		}
+
+		out := make([]journaled, len(batch))
+		drop := s.indexed.Load()
+		start := time.Now()
+		var write time.Duration
+		err := s.jdb.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucketJournal)
+			for i := range batch {
+				out[i] = journaled{jid: last + 1 + uint64(i), e: *batch[i].entry}
+				if err := b.Put(jidKey(out[i].jid), encodeEntry(batch[i].entry)); err != nil {
+					return fmt.Errorf("journal %s#%d: %w", out[i].e.Conv, out[i].e.Seq, err)
+				}
+			}
+			if drop > dropped {
+				if err := dropJournal(b, drop); err != nil {
+					return err
+				}
+			}
+			tx.OnCommit(func() { st := tx.Stats(); write = st.GetWriteTime() })
+			return nil
+		})
+		if s.opts.observe != nil {
+			s.opts.observe(len(batch), time.Since(start), write, err)
+		}
+		if err != nil {
+			s.opts.logger.Error("store: journal commit failed", "messages", len(batch), "err", err)
+			err = fmt.Errorf("store: commit: %w", err)
+			for _, b := range batch {
+				b.onDone(err)
+			}
+		} else {
+			last += uint64(len(batch))
+			dropped = max(dropped, drop)
+			s.pend.add(out)
+			for _, b := range batch {
+				b.onDone(nil)
+			}
+			s.index <- out // blocks while the writer is far behind: backpressure
+		}
+		clear(batch)
+		if closed {
+			return
+		}
+	}
+}
+
+// dropJournal deletes the journal's entries with ids up to upto.
+func dropJournal(b *bolt.Bucket, upto uint64) error {
+	var keys [][]byte
+	c := b.Cursor()
+	for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k) <= upto; k, _ = c.Next() {
+		keys = append(keys, k)
+	}
+	for _, k := range keys {
+		if err := b.Delete(k); err != nil {
+			return fmt.Errorf("journal: drop: %w", err)
+		}
+	}
+	return nil
+}
+
+// replayJournal indexes whatever the journal holds (a previous process
+// stopped before indexing it) and empties the journal. It returns the
+// highest journal id seen, from which new ids continue.
+func (s *Store) replayJournal() (last uint64, err error) {
+	var entries []journaled
+	err = s.jdb.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketJournal).ForEach(func(k, v []byte) error {
+			e, err := decodeEntry(v)
+			if err != nil {
+				return fmt.Errorf("journal entry %d: %w", binary.BigEndian.Uint64(k), err)
+			}
+			entries = append(entries, journaled{jid: binary.BigEndian.Uint64(k), e: e})
+			return nil
+		})
+	})
+	if err != nil || len(entries) == 0 {
+		return 0, err
+	}
+	last = entries[len(entries)-1].jid
+	for chunk := range slices.Chunk(entries, indexChunk) {
+		if err := s.db.Update(func(tx *bolt.Tx) error { return s.indexEntries(tx, chunk) }); err != nil {
+			return 0, fmt.Errorf("replay journal: %w", err)
+		}
+	}
+	err = s.jdb.Update(func(tx *bolt.Tx) error { return dropJournal(tx.Bucket(bucketJournal), last) })
+	return last, err
+}
+
+// indexChunk caps the messages indexed in one transaction of the writer,
+// so that metadata updates and receipts queued behind it wait at most one
+// such commit.
+const indexChunk = 8192
+
+// indexEntries writes journaled messages into their conversations'
+// buckets, applies edits and deletes to their targets and records the dedup
+// keys, in journal order.
+func (s *Store) indexEntries(tx *bolt.Tx, entries []journaled) error {
+	msgs := tx.Bucket(bucketMsgs)
+	dedup := tx.Bucket(bucketDedup)
+	var conv *bolt.Bucket
+	var convName string
+	for i := range entries {
+		e := &entries[i].e
+		if conv == nil || convName != e.Conv {
+			b, err := msgs.CreateBucketIfNotExists([]byte(e.Conv))
+			if err != nil {
+				return fmt.Errorf("conversation %q: %w", e.Conv, err)
+			}
+			conv, convName = b, e.Conv
+		}
+		if err := conv.Put(seqKey(e.Seq), e.Data); err != nil {
+			return fmt.Errorf("message %s#%d: %w", e.Conv, e.Seq, err)
+		}
+		if e.Target != 0 && s.opts.rewrite != nil {
+			if old := conv.Get(seqKey(e.Target)); old != nil {
+				changed, err := s.opts.rewrite(slices.Clone(old), e.Data)
+				if err != nil {
+					// Never stall the index on one bad message: the edit
+					// event itself is stored above.
+					s.opts.logger.Error("store: rewrite failed", "conv", e.Conv, "seq", e.Seq, "target", e.Target, "err", err)
+				} else if changed != nil {
+					if err := conv.Put(seqKey(e.Target), changed); err != nil {
+						return fmt.Errorf("rewrite %s#%d: %w", e.Conv, e.Target, err)
+					}
+				}
+			}
+		}
+		if e.ClientMsgID != "" {
+			if err := dedup.Put(dedupKey(e.Sender, e.ClientMsgID), dedupValue(e.Conv, e.Seq)); err != nil {
+				return fmt.Errorf("dedup %s/%s: %w", e.Sender, e.ClientMsgID, err)
+			}
+		}
+	}
+	return nil
+}
+
+// pending holds the journaled messages that the index does not hold yet.
+// The journaler adds a batch before acknowledging it; the writer removes
+// entries only after the index commit that holds them. A reader therefore
+// snapshots pending first and reads the index second: whatever left pending
+// in between is in the index by then.
+type pending struct {
+	mu    sync.RWMutex
+	convs map[string]*pendingConv
+	dedup map[string]pendingDedup
+}
+
+type pendingConv struct {
+	recs  []pendingRec  // ascending seq
+	edits []pendingEdit // journal order
+}
+
+type pendingRec struct {
+	seq, jid uint64
+	data     []byte
+}
+
+type pendingEdit struct {
+	target, jid uint64
+	event       []byte
+}
+
+type pendingDedup struct {
+	rec DedupRecord
+	jid uint64
+}
+
+func (p *pending) add(batch []journaled) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.convs == nil {
+		p.convs = make(map[string]*pendingConv)
+		p.dedup = make(map[string]pendingDedup)
+	}
+	for i := range batch {
+		e := &batch[i].e
+		pc := p.convs[e.Conv]
+		if pc == nil {
+			pc = &pendingConv{}
+			p.convs[e.Conv] = pc
+		}
+		r := pendingRec{seq: e.Seq, jid: batch[i].jid, data: e.Data}
+		// Appends of one conversation may reach the journal slightly out of
+		// seq order (the router appends outside its locks).
+		at := len(pc.recs)
+		for at > 0 && pc.recs[at-1].seq > r.seq {
+			at--
+		}
+		pc.recs = slices.Insert(pc.recs, at, r)
+		if e.Target != 0 {
+			pc.edits = append(pc.edits, pendingEdit{target: e.Target, jid: batch[i].jid, event: e.Data})
+		}
+		if e.ClientMsgID != "" {
+			p.dedup[string(dedupKey(e.Sender, e.ClientMsgID))] = pendingDedup{rec: DedupRecord{Conv: e.Conv, Seq: e.Seq}, jid: batch[i].jid}
+		}
+	}
+}
+
+// drop forgets the entries of batch, which the index now holds.
+func (p *pending) drop(batch []journaled) {
+	if len(batch) == 0 {
+		return
+	}
+	upto := batch[len(batch)-1].jid
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	touched := make(map[string]bool)
+	for i := range batch {
+		e := &batch[i].e
+		touched[e.Conv] = true
+		if e.ClientMsgID != "" {
+			k := string(dedupKey(e.Sender, e.ClientMsgID))
+			if d, ok := p.dedup[k]; ok && d.jid <= upto {
+				delete(p.dedup, k)
+			}
+		}
+	}
+	for conv := range touched {
+		pc := p.convs[conv]
+		if pc == nil {
+			continue
+		}
+		pc.recs = slices.DeleteFunc(pc.recs, func(r pendingRec) bool { return r.jid <= upto })
+		pc.edits = slices.DeleteFunc(pc.edits, func(e pendingEdit) bool { return e.jid <= upto })
+		if len(pc.recs) == 0 && len(pc.edits) == 0 {
+			delete(p.convs, conv)
+		}
+	}
+}
+
+// view returns copies of conv's pending records and edits.
+func (p *pending) view(conv string) ([]pendingRec, []pendingEdit) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	pc := p.convs[conv]
+	if pc == nil {
+		return nil, nil
+	}
+	return slices.Clone(pc.recs), slices.Clone(pc.edits)
+}
+
+func (p *pending) lookupDedup(key []byte) (DedupRecord, bool) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	d, ok := p.dedup[string(key)]
+	return d.rec, ok
+}
+
+// size is the number of pending messages, for tests and metrics.
+func (p *pending) size() int {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	n := 0
+	for _, pc := range p.convs {
+		n += len(pc.recs)
+	}
+	return n
+}
+
+// merge returns recs (from the index, ascending) with the pending records
+// for which in(seq) holds added, ascending and once each.
+func merge(recs []Record, prs []pendingRec, in func(seq uint64) bool) []Record {
+	for _, p := range prs {
+		if !in(p.seq) {
+			continue
+		}
+		i, found := sort.Find(len(recs), func(i int) int { return cmpSeq(p.seq, recs[i].Seq) })
+		if found {
+			continue
+		}
+		recs = slices.Insert(recs, i, Record{Seq: p.seq, Data: slices.Clone(p.data)})
+	}
+	return recs
+}
+
+func cmpSeq(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// applyEdits rewrites the records that pending edits target, in journal
+// order. Re-applying an edit the index already holds changes nothing, since
+// the pending edits are always a suffix of the conversation's edits.
+func (s *Store) applyEdits(recs []Record, edits []pendingEdit) {
+	if s.opts.rewrite == nil {
+		return
+	}
+	for _, e := range edits {
+		i, found := sort.Find(len(recs), func(i int) int { return cmpSeq(e.target, recs[i].Seq) })
+		if !found {
+			continue
+		}
+		changed, err := s.opts.rewrite(slices.Clone(recs[i].Data), e.event)
+		if err == nil && changed != nil {
+			recs[i].Data = changed
+		}
+	}
+}
