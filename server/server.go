@@ -39,7 +39,7 @@ type Config struct {
 	Addr    string // listen address; default ":8080"
 	DataDir string // default "./data"
 
-	BatchSize     int           // messages per commit; default 512
+	BatchSize     int           // messages per journal commit; default 4096
 	FlushInterval time.Duration // wait for more messages before a commit; default 0: commit as soon as the queue is empty
 	NoSync        bool          // benchmarks only: acknowledged messages may be lost on a crash
 	Window        uint64        // W: how far seqs may run ahead of the disk; default 4096

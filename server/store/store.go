@@ -143,7 +143,7 @@ type job struct {
 // Open opens (or creates) the store in dir. It fails fast if another process
 // holds the file.
 func Open(dir string, opts ...Option) (*Store, error) {
-	o := options{batchSize: 512, queue: 8192, logger: slog.Default()}
+	o := options{batchSize: 4096, queue: 8192, logger: slog.Default()}
 	for _, opt := range opts {
 		opt(&o)
 	}

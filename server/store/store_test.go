@@ -3,8 +3,12 @@ package store
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 )
@@ -196,22 +200,117 @@ func TestAppendAfterClose(t *testing.T) {
 	}
 }
 
+// BenchmarkAppend measures durable appends through the group commit, to one
+// conversation and spread over 100 (each message then lands in a different
+// part of the index, which the journal keeps off the ack path), with and
+// without fsync. It reports messages per commit and commits per second.
 func BenchmarkAppend(b *testing.B) {
-	for _, fsync := range []bool{true, false} {
-		b.Run(fmt.Sprintf("fsync=%v", fsync), func(b *testing.B) {
-			s, err := Open(b.TempDir(), WithNoSync(!fsync))
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer s.Close()
-			data := make([]byte, 200)
-			var wg sync.WaitGroup
-			b.ResetTimer()
+	for _, convs := range []int{1, 100} {
+		for _, fsync := range []bool{true, false} {
+			b.Run(fmt.Sprintf("convs=%d/fsync=%v", convs, fsync), func(b *testing.B) {
+				var commits atomic.Int64
+				s, err := Open(b.TempDir(), WithNoSync(!fsync), WithCommitObserver(func(int, time.Duration, time.Duration, error) { commits.Add(1) }))
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer s.Close()
+				data := make([]byte, 200)
+				seqs := make([]uint64, convs)
+				names := make([]string, convs)
+				for i := range names {
+					names[i] = fmt.Sprintf("dm:user%03d:peer%03d", i, i)
+				}
+				var wg sync.WaitGroup
+				b.ReportAllocs()
+				b.ResetTimer()
+				start := time.Now()
+				for i := 0; i < b.N; i++ {
+					c := i % convs
+					seqs[c]++
+					wg.Add(1)
+					s.Append(Entry{Conv: names[c], Seq: seqs[c], Sender: fmt.Sprint("u", c), ClientMsgID: strconv.Itoa(i), Data: data}, func(error) { wg.Done() })
+				}
+				wg.Wait()
+				elapsed := time.Since(start)
+				b.ReportMetric(float64(b.N)/float64(max(commits.Load(), 1)), "msgs/commit")
+				b.ReportMetric(float64(commits.Load())/elapsed.Seconds(), "commits/s")
+				b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
+			})
+		}
+	}
+}
+
+// filled returns a store holding n messages of one conversation, each with a
+// dedup key, all indexed.
+func filled(b *testing.B, n int) *Store {
+	b.Helper()
+	s, err := Open(b.TempDir(), WithNoSync(true))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	data := make([]byte, 200)
+	var wg sync.WaitGroup
+	for i := 1; i <= n; i++ {
+		wg.Add(1)
+		s.Append(Entry{Conv: "room:bench", Seq: uint64(i), Sender: fmt.Sprint("u", i%100), ClientMsgID: strconv.Itoa(i), Data: data}, func(error) { wg.Done() })
+	}
+	wg.Wait()
+	for s.pend.size() > 0 {
+		time.Sleep(time.Millisecond)
+	}
+	return s
+}
+
+// BenchmarkHistoryPage reads 50-message pages of a 100,000-message
+// conversation at random places, backwards (History's newest-first
+// paging) and forwards (catch-up).
+func BenchmarkHistoryPage(b *testing.B) {
+	const n, page = 100_000, 50
+	s := filled(b, n)
+	for _, dir := range []string{"before", "range"} {
+		b.Run(dir, func(b *testing.B) {
+			b.ReportAllocs()
+			rng := rand.New(rand.NewPCG(1, 2))
 			for i := 0; i < b.N; i++ {
-				wg.Add(1)
-				s.Append(Entry{Conv: "room:bench", Seq: uint64(i + 1), Sender: "u", ClientMsgID: fmt.Sprint(i), Data: data}, func(error) { wg.Done() })
+				at := uint64(rng.IntN(n-page)) + page + 1
+				var recs []Record
+				var err error
+				if dir == "before" {
+					recs, _, err = s.Before("room:bench", at, page)
+				} else {
+					recs, _, err = s.Range("room:bench", at-page-1, 0, page)
+				}
+				if err != nil || len(recs) != page {
+					b.Fatalf("page at %d: %d records, %v", at, len(recs), err)
+				}
 			}
-			wg.Wait()
+			b.ReportMetric(float64(b.N*page)/b.Elapsed().Seconds(), "msgs/s")
+		})
+	}
+}
+
+// BenchmarkDedupLookup looks up (sender, client_message_id) pairs among
+// 100,000 indexed ones, as every send with a client id does: hits are
+// resends, misses new messages.
+func BenchmarkDedupLookup(b *testing.B) {
+	const n = 100_000
+	s := filled(b, n)
+	for _, hit := range []bool{true, false} {
+		b.Run(fmt.Sprintf("hit=%v", hit), func(b *testing.B) {
+			b.ReportAllocs()
+			rng := rand.New(rand.NewPCG(3, 4))
+			for i := 0; i < b.N; i++ {
+				k := rng.IntN(n) + 1
+				id := strconv.Itoa(k)
+				if !hit {
+					id = "new-" + id
+				}
+				_, ok, err := s.Dedup(fmt.Sprint("u", k%100), id)
+				if err != nil || ok != hit {
+					b.Fatalf("Dedup(%d) = %v, %v", k, ok, err)
+				}
+			}
 		})
 	}
 }

@@ -37,7 +37,7 @@ func run(args []string) error {
 	var window uint64
 	fs.StringVar(&cfg.Addr, "addr", ":8080", "listen address for gRPC, grpc-web and HTTP (one port)")
 	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "directory of the bbolt log and the signing key")
-	fs.IntVar(&cfg.BatchSize, "batch-size", 512, "most messages committed in one transaction (group commit)")
+	fs.IntVar(&cfg.BatchSize, "batch-size", 4096, "most messages committed in one journal transaction (group commit; a commit takes what is queued, up to this)")
 	fs.DurationVar(&cfg.FlushInterval, "flush-interval", 0, "how long a commit waits for more messages after the first (0: commit as soon as the queue is empty; what arrives during a commit makes the next batch)")
 	fs.BoolVar(&cfg.NoSync, "no-sync", false, "turn fsync off: for benchmarks only, a crash then loses acknowledged messages")
 	fs.Uint64Var(&window, "window", 4096, "how many seqs sequencing may run ahead of the disk; after a crash seqs resume past head+window")
