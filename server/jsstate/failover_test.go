@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,6 +32,18 @@ func testServerLost(t *testing.T, cl *cluster) {
 	updateReceipt(t, a, store.ReceiptUpdate{Conv: "room:r3", User: "alice", Read: 1, At: time.Now()})
 	data := randomBytes(segmentSize + 10)
 	id, _ := putBlob(t, a, data, "alice", store.Label{Name: "before"})
+
+	var mu sync.Mutex
+	changed := map[string]int{}
+	stop, err := a.WatchConversations(ctx, func(id string) {
+		mu.Lock()
+		changed[id]++
+		mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
 
 	cl.c.Nodes[0].Kill()
 	t.Cleanup(func() {
@@ -68,6 +81,12 @@ func testServerLost(t *testing.T, cl *cluster) {
 			t.Fatalf("node %d: new blob not created", i)
 		}
 	}
+	// Node A's watcher, whose server died under it, saw both joins.
+	eventually(t, "node A's watcher sees the two joins made after the server was lost", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return changed["room:r3"] == 2
+	})
 	c, err := b.Conversation("room:r3")
 	if want := []string{"after0", "after1", "alice"}; err != nil || !slices.Equal(c.Members, want) {
 		t.Fatalf("members = %v, %v; want %v", c.Members, err, want)

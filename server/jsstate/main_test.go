@@ -13,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/parleychat/parley/server/natstest"
+	"github.com/parleychat/parley/server/store"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -105,4 +106,43 @@ func TestCluster(t *testing.T) {
 	t.Run("concurrent uploads", func(t *testing.T) { testConcurrentUploads(t, cl) })
 	// Last: it kills a server.
 	t.Run("server lost", func(t *testing.T) { testServerLost(t, cl) })
+}
+
+// One nats-server without a cluster takes one replica; Open refuses
+// options that cannot work.
+func TestSingleServer(t *testing.T) {
+	cl := &cluster{c: natstest.Start(t, natstest.Options{Nodes: 1})}
+	s := cl.open(t, 0, "parley", WithReplicas(1))
+	if err := s.CreateUser(store.User{ID: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if k, err := s.SigningKey(ctx); err != nil || len(k) != signingKeySize {
+		t.Fatalf("SigningKey = %x, %v", k, err)
+	}
+	// A second node binds the buckets the first created, whatever its
+	// own replica setting.
+	if _, err := cl.open(t, 0, "parley", WithReplicas(3)).User("alice"); err != nil {
+		t.Fatalf("second node: %v", err)
+	}
+
+	nc, err := nats.Connect(cl.c.Nodes[0].URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, opts := range [][]Option{{WithReplicas(0)}, {WithReplicas(6)}, {WithPrefix("a.b")}, {WithPrefix("")}, {WithTimeout(0)}, {WithReceiptWorkers(0, 1)}} {
+		if s, err := Open(ctx, js, opts...); err == nil {
+			s.Close()
+			t.Errorf("Open accepted bad options %d", len(opts))
+		}
+	}
+	if _, err := Open(ctx, nil); err == nil {
+		t.Error("Open accepted no JetStream")
+	}
 }

@@ -111,10 +111,11 @@ type State struct {
 
 var _ Metadata = (*State)(nil)
 
-// Open creates the buckets that do not exist yet and binds to them. Nodes
-// may call it concurrently: creating a bucket that exists with the same
-// configuration is a no-op, and a bucket that exists with another one (say,
-// other replicas) is used as it is. ctx bounds Open only.
+// Open binds to the buckets, creating those that do not exist yet. Nodes
+// may call it concurrently (of two creating one bucket, the slower binds to
+// the quicker's). A bucket that exists is used as it is: options such as
+// WithReplicas apply only to buckets this call creates. ctx bounds Open
+// only.
 func Open(ctx context.Context, js jetstream.JetStream, opts ...Option) (*State, error) {
 	o := options{prefix: "parley", replicas: 3, timeout: 10 * time.Second, attempt: 2 * time.Second,
 		workers: 8, queue: 256, storage: jetstream.FileStorage, casJitter: 5 * time.Millisecond}
@@ -130,8 +131,8 @@ func Open(ctx context.Context, js jetstream.JetStream, opts ...Option) (*State, 
 		return nil, fmt.Errorf("jsstate: timeout must be positive, got %s", o.timeout)
 	case o.workers <= 0 || o.queue <= 0:
 		return nil, fmt.Errorf("jsstate: receipt workers and queue must be positive, got %d and %d", o.workers, o.queue)
-	case o.prefix == "":
-		return nil, errors.New("jsstate: empty bucket prefix")
+	case !validPrefix(o.prefix):
+		return nil, fmt.Errorf("jsstate: bucket prefix %q: want 1 or more letters, digits, '-' and '_'", o.prefix)
 	}
 	s := &State{js: js, opts: o}
 	kvs := []struct {
@@ -173,12 +174,27 @@ func Open(ctx context.Context, js jetstream.JetStream, opts ...Option) (*State, 
 	return s, nil
 }
 
+func validPrefix(p string) bool {
+	if p == "" {
+		return false
+	}
+	for i := 0; i < len(p); i++ {
+		if !plain(p[i]) {
+			return false
+		}
+	}
+	return true
+}
+
 func (s *State) bindKV(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	var kv jetstream.KeyValue
 	err := retry(ctx, s.opts.attempt, func(ctx context.Context) error {
 		var err error
+		if kv, err = s.js.KeyValue(ctx, cfg.Bucket); !errors.Is(err, jetstream.ErrBucketNotFound) {
+			return err
+		}
 		kv, err = s.js.CreateKeyValue(ctx, cfg)
-		if errors.Is(err, jetstream.ErrBucketExists) {
+		if errors.Is(err, jetstream.ErrBucketExists) { // another node was quicker
 			kv, err = s.js.KeyValue(ctx, cfg.Bucket)
 		}
 		return err
@@ -193,6 +209,9 @@ func (s *State) bindObjects(ctx context.Context, cfg jetstream.ObjectStoreConfig
 	var obs jetstream.ObjectStore
 	err := retry(ctx, s.opts.attempt, func(ctx context.Context) error {
 		var err error
+		if obs, err = s.js.ObjectStore(ctx, cfg.Bucket); !errors.Is(err, jetstream.ErrBucketNotFound) {
+			return err
+		}
 		obs, err = s.js.CreateObjectStore(ctx, cfg)
 		if errors.Is(err, jetstream.ErrBucketExists) {
 			obs, err = s.js.ObjectStore(ctx, cfg.Bucket)

@@ -9,11 +9,27 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/parleychat/parley/server/store"
 )
 
 func testUsers(t *testing.T, cl *cluster) {
 	a, b := cl.pair(t)
+	for _, kv := range []interface {
+		Status(context.Context) (jetstream.KeyValueStatus, error)
+	}{a.users, a.convs, a.memberships, a.receipts, a.blobs, a.meta} {
+		st, err := kv.Status(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := st.Config().Replicas; n != 3 {
+			t.Fatalf("bucket %s has %d replicas; want 3 by default", st.Bucket(), n)
+		}
+	}
+	if st, err := a.blobData.Status(context.Background()); err != nil || st.Replicas() != 3 {
+		t.Fatalf("object store status %v, %v; want 3 replicas", st, err)
+	}
 	if _, err := a.User("nobody"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("missing user: %v; want store.ErrNotFound", err)
 	}
