@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"testing"
 	"testing/fstest"
+	"time"
 )
 
 // scrape reads /metrics and returns the value of each sample named.
@@ -42,11 +43,21 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 	}
 	bs.messages(t, 10)
 	got := scrape(t, n, "parley_messages_routed_total", "parley_fanout_deliveries_total", "parley_streams",
-		"parley_subscriptions", "parley_log_commit_seconds_count", "parley_ack_latency_seconds_count", "parley_write_behind_pending")
+		"parley_subscriptions", "parley_log_commit_seconds_count", "parley_ack_latency_seconds_count", "parley_write_behind_pending", "parley_index_lag_messages")
 	if got["parley_messages_routed_total"] != 10 || got["parley_fanout_deliveries_total"] < 10 || got["parley_streams"] != 1 ||
 		got["parley_subscriptions"] != 1 || got["parley_log_commit_seconds_count"] < 1 || got["parley_ack_latency_seconds_count"] != 10 ||
 		got["parley_write_behind_pending"] != 0 {
 		t.Fatalf("metrics after 10 messages to one subscriber: %v", got)
+	}
+	// The writer indexes the journaled messages soon after, off the ack path.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		got := scrape(t, n, "parley_index_lag_messages", "parley_index_commit_seconds_count", "parley_index_batch_size_sum")
+		if got["parley_index_lag_messages"] == 0 && got["parley_index_batch_size_sum"] >= 10 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the 10 messages were not indexed: %v", got)
+		}
 	}
 	resp, err := http.Get("http://" + n.addr + "/metrics")
 	if err != nil {

@@ -117,7 +117,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.FlushInterval != 0 {
 		sopts = append(sopts, store.WithFlushInterval(cfg.FlushInterval))
 	}
-	sopts = append(sopts, store.WithRewrite(router.Rewrite), store.WithNoSync(cfg.NoSync), store.WithLogger(cfg.Logger), store.WithCommitObserver(s.stats.Commit))
+	sopts = append(sopts, store.WithRewrite(router.Rewrite), store.WithNoSync(cfg.NoSync), store.WithLogger(cfg.Logger), store.WithCommitObserver(s.stats.Commit), store.WithIndexObserver(s.stats.Index))
 	st, err := store.Open(cfg.DataDir, sopts...)
 	if err != nil {
 		return nil, err
@@ -249,6 +249,7 @@ func (s *Server) build() error {
 	reflection.Register(s.grpc)
 	s.stats.GRPC.InitializeMetrics(s.grpc)
 	s.stats.Watch(r, svc)
+	s.stats.WatchStore(s.store)
 
 	web := grpcweb.WrapServer(s.grpc,
 		grpcweb.WithWebsockets(false),

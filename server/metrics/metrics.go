@@ -15,6 +15,7 @@ import (
 
 	"github.com/parleychat/parley/server/chat"
 	"github.com/parleychat/parley/server/router"
+	"github.com/parleychat/parley/server/store"
 )
 
 // Metrics is one node's registry. Its observer methods are safe for
@@ -28,6 +29,10 @@ type Metrics struct {
 	fsync  prometheus.Histogram
 	ack    prometheus.Histogram
 	fails  prometheus.Counter
+
+	indexBatch  prometheus.Histogram
+	indexCommit prometheus.Histogram
+	indexFails  prometheus.Counter
 }
 
 // latency buckets from 50µs to about 3s.
@@ -40,7 +45,7 @@ func New() *Metrics {
 		GRPC: grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
 			grpcprom.WithHistogramBuckets(latency))),
 		batch: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "parley_log_batch_size", Help: "Messages and receipts per group commit.",
+			Name: "parley_log_batch_size", Help: "Messages per group commit of the journal (what acks wait for).",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 12),
 		}),
 		commit: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -55,9 +60,19 @@ func New() *Metrics {
 		fails: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "parley_log_commit_failures_total", Help: "Group commits that failed; their senders got errors, not acks.",
 		}),
+		indexBatch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "parley_index_batch_size", Help: "Journaled messages indexed per conversation in one commit, off the ack path.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 14),
+		}),
+		indexCommit: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "parley_index_commit_seconds", Help: "Duration of an index commit, fsync included.", Buckets: latency,
+		}),
+		indexFails: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "parley_index_commit_failures_total", Help: "Index commits that failed; the messages stay journaled and are retried.",
+		}),
 	}
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.GRPC, m.batch, m.commit, m.fsync, m.ack, m.fails)
+		m.GRPC, m.batch, m.commit, m.fsync, m.ack, m.fails, m.indexBatch, m.indexCommit, m.indexFails)
 	return m
 }
 
@@ -70,6 +85,23 @@ func (m *Metrics) Commit(jobs int, total, write time.Duration, err error) {
 	m.batch.Observe(float64(jobs))
 	m.commit.Observe(total.Seconds())
 	m.fsync.Observe(write.Seconds())
+}
+
+// Index observes one index commit; it has the store.IndexObserver shape.
+func (m *Metrics) Index(msgs int, total time.Duration, err error) {
+	if err != nil {
+		m.indexFails.Inc()
+		return
+	}
+	m.indexBatch.Observe(float64(msgs))
+	m.indexCommit.Observe(total.Seconds())
+}
+
+// WatchStore registers the index lag, read from the store at scrape time.
+func (m *Metrics) WatchStore(s *store.Store) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "parley_index_lag_messages", Help: "Messages acknowledged (journaled) but not yet indexed per conversation.",
+	}, func() float64 { return float64(s.Unindexed()) }))
 }
 
 // Ack observes the durable wait of one message.

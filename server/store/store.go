@@ -52,6 +52,7 @@ var (
 
 type options struct {
 	observe       CommitObserver
+	observeIndex  IndexObserver
 	rewrite       RewriteFunc
 	batchSize     int
 	flushInterval time.Duration
@@ -84,6 +85,18 @@ func WithQueue(n int) Option { return func(o *options) { o.queue = n } }
 // how long the transaction took, how much of that was writing pages and
 // syncing them, and whether it failed. It runs on the writer goroutine.
 type CommitObserver func(jobs int, total, write time.Duration, err error)
+
+// IndexObserver is told about every index commit of the writer: how many
+// journaled messages it indexed, how long it took, and whether it failed.
+// It runs on the writer goroutine.
+type IndexObserver func(msgs int, total time.Duration, err error)
+
+// WithIndexObserver sets the index observer, for metrics.
+func WithIndexObserver(f IndexObserver) Option { return func(o *options) { o.observeIndex = f } }
+
+// Unindexed is the number of messages acknowledged (journaled) but not yet
+// in the index: how far the writer is behind.
+func (s *Store) Unindexed() int { return s.pend.size() }
 
 // WithCommitObserver sets the observer, for metrics.
 func WithCommitObserver(f CommitObserver) Option { return func(o *options) { o.observe = f } }
@@ -404,7 +417,12 @@ func (s *Store) writer() {
 func (s *Store) indexBacklog(backlog *[]journaled) error {
 	for len(*backlog) > 0 {
 		chunk := (*backlog)[:min(len(*backlog), indexChunk)]
-		if err := s.db.Update(func(tx *bolt.Tx) error { return s.indexEntries(tx, chunk) }); err != nil {
+		start := time.Now()
+		err := s.db.Update(func(tx *bolt.Tx) error { return s.indexEntries(tx, chunk) })
+		if s.opts.observeIndex != nil {
+			s.opts.observeIndex(len(chunk), time.Since(start), err)
+		}
+		if err != nil {
 			s.opts.logger.Error("store: index commit failed; the messages stay journaled", "messages", len(chunk), "err", err)
 			return err
 		}
