@@ -46,6 +46,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == serveChildArg {
 		return serveChild(args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "suite" {
+		return suiteMain(ctx, args[1:], stdout, stderr)
+	}
 	cfg, err := ParseArgs(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0

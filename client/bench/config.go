@@ -11,7 +11,7 @@ import (
 )
 
 // Scenarios lists the scenarios by name, in the order the usage shows.
-var Scenarios = []string{"dm", "room", "burst", "idle", "history"}
+var Scenarios = []string{"dm", "room", "burst", "idle", "history", "log"}
 
 // Config is one invocation of the load generator. Zero counts, sizes and
 // durations, and a negative Rate, mean the scenario's default (see
@@ -34,17 +34,19 @@ type Config struct {
 	// JSON is a file to write the report to.
 	JSON string `json:"-"`
 
-	Duration time.Duration `json:"duration_ns"` // dm, room: how long to send; idle: how long to hold
-	Rate     float64       `json:"rate"`        // dm, room: messages per second in all; 0 = as fast as possible
-	Size     int           `json:"size"`        // message body bytes
-	Pairs    int           `json:"pairs"`       // dm
-	Subs     int           `json:"subscribers"` // room, burst, history: subscribers
-	Senders  int           `json:"senders"`     // room, burst
-	Burst    int           `json:"burst"`       // burst: messages in the burst
-	Quiet    time.Duration `json:"quiet_ns"`    // burst: quiet time before the burst
-	Streams  int           `json:"streams"`     // idle
-	Behind   int           `json:"behind"`      // history: messages the subscriber is behind
-	LiveRate float64       `json:"live_rate"`   // history: live messages per second during the catch-up
+	Duration time.Duration `json:"duration_ns"`   // dm, room: how long to send; idle: how long to hold
+	Rate     float64       `json:"rate"`          // dm, room: messages per second in all; 0 = as fast as possible
+	Size     int           `json:"size"`          // message body bytes
+	Pairs    int           `json:"pairs"`         // dm
+	Subs     int           `json:"subscribers"`   // room, burst, history: subscribers
+	Senders  int           `json:"senders"`       // room, burst
+	Burst    int           `json:"burst"`         // burst: messages in the burst
+	Quiet    time.Duration `json:"quiet_ns"`      // burst: quiet time before the burst
+	Streams  int           `json:"streams"`       // idle
+	Behind   int           `json:"behind"`        // history: messages the subscriber is behind
+	LiveRate float64       `json:"live_rate"`     // history: live messages per second during the catch-up
+	Convs    int           `json:"conversations"` // log: conversations, one appender each
+	Window   int           `json:"window"`        // log: appends in flight per appender
 
 	Conns       int           `json:"conns"`       // connections; 0 = one per user (capped by the fd limit)
 	Concurrency int           `json:"concurrency"` // setup calls and stream opens at a time
@@ -88,6 +90,8 @@ func (c *Config) Defaults() {
 	def(&c.Streams, 1000)
 	def(&c.Behind, 100_000)
 	c.LiveRate = max(c.LiveRate, 0)
+	def(&c.Convs, 100)
+	def(&c.Window, 64)
 	def(&c.Concurrency, 64)
 	if c.Drain <= 0 {
 		c.Drain = 10 * time.Second
@@ -127,6 +131,13 @@ latency, server CPU and memory, and losses and duplicates, which must be 0:
 it exits 1 otherwise. --baseline runs the same scenario against a bare
 grpc-go fan-out server in the same run and prints Parley/baseline ratios.
 
+       parley-bench suite [--out DIR] [--quick] [--only name,...]
+
+The suite runs the standard set of scenarios, each against Parley and the
+baseline in child processes with fsync on, and prints one table of
+Parley/baseline ratios against the project's targets; "parley-bench suite
+--help" says more.
+
 Scenarios:
   dm       --pairs N direct conversations, both members sending and
            subscribed, --rate messages/s in all (open loop)
@@ -139,6 +150,10 @@ Scenarios:
   history  a subscriber (--subscribers) --behind K messages catches up:
            replay messages/s and time to Subscribed; --live-rate adds live
            messages during the catch-up
+  log      the message log alone, no network: --conversations appenders
+           (one conversation each, --window appends in flight each) append
+           to a store in a temp dir for --duration; durable appends/s and
+           messages per group commit (in this process; no baseline)
 
 The server this tool starts has fsync on, no per-user send limit and the
 minimum bcrypt cost (only setup hashes passwords). Against an external
@@ -182,6 +197,8 @@ func ParseArgs(args []string, out io.Writer) (Config, error) {
 	fs.IntVar(&c.Streams, "streams", 0, "idle: idle Chat streams (default 1000)")
 	fs.IntVar(&c.Behind, "behind", 0, "history: messages to catch up on (default 100000)")
 	fs.Float64Var(&c.LiveRate, "live-rate", 0, "history: live messages per second while the subscriber catches up")
+	fs.IntVar(&c.Convs, "conversations", 0, "log: conversations, each with its own appender (default 100)")
+	fs.IntVar(&c.Window, "window", 0, "log: appends in flight per appender (default 64)")
 	fs.IntVar(&c.Conns, "conns", 0, "gRPC connections the users share; 0 = one per user, capped by the open file limit")
 	fs.IntVar(&c.Concurrency, "concurrency", 0, "setup calls and stream opens at a time (default 64)")
 	fs.DurationVar(&c.Drain, "drain", 0, "after the load, stop waiting for acks and deliveries once none came for this long (default 10s)")

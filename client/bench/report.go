@@ -83,6 +83,7 @@ type Result struct {
 	Burst   *BurstResult   `json:"burst,omitempty"`
 	Idle    *IdleResult    `json:"idle,omitempty"`
 	History *HistoryResult `json:"history,omitempty"`
+	Log     *LogResult     `json:"log,omitempty"`
 
 	Errors []string `json:"errors,omitempty"`
 }
@@ -178,8 +179,11 @@ func (rep *Report) addRatios() {
 }
 
 // WriteJSON writes the report to a file.
-func (rep *Report) WriteJSON(path string) error {
-	data, err := json.MarshalIndent(rep, "", "  ")
+func (rep *Report) WriteJSON(path string) error { return writeJSON(path, rep) }
+
+// writeJSON writes v as indented JSON to a file.
+func writeJSON(path string, v any) error {
+	data, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
@@ -200,7 +204,11 @@ func (rep *Report) Print(w io.Writer) {
 			fmt.Fprintf(w, "%s: skipped: %s\n", r.Target, r.Skipped)
 			continue
 		}
-		fmt.Fprintf(w, "%s: %s at %s; %d users on %d connections; setup %s\n", r.Target, r.Where, r.Addr, r.Users, r.Connections, fmtDur(r.SetupTime))
+		if r.Log != nil {
+			fmt.Fprintf(w, "%s: %s; %d appenders\n", r.Target, r.Where, r.Users)
+		} else {
+			fmt.Fprintf(w, "%s: %s at %s; %d users on %d connections; setup %s\n", r.Target, r.Where, r.Addr, r.Users, r.Connections, fmtDur(r.SetupTime))
+		}
 		if res := r.Resources; res != nil {
 			fmt.Fprintf(w, "  cpu/rss are of the %s\n", res.Scope)
 		}
@@ -248,6 +256,10 @@ func (rep *Report) Print(w io.Writer) {
 		if h := r.History; h != nil {
 			fmt.Fprintf(w, "  history: filled %d messages in %s (%.0f acked/s); caught up at %.0f messages/s per subscriber; time to Subscribed p50 %s max %s\n",
 				h.Behind, fmtDur(h.Fill), h.FillPerSec, h.ReplayPerSec, fmtDur(h.ToSubscribe.P50), fmtDur(h.ToSubscribe.Max))
+		}
+		if l := r.Log; l != nil {
+			fmt.Fprintf(w, "  log: %.0f durable appends/s from %d conversations (%d in flight, %dB entries); %d group commits, %.1f messages each, commit p50 %s p99 %s\n",
+				l.AckedPerSec, l.Conversations, l.InFlight, l.Bytes, l.Commits, l.PerCommit, fmtLat(l.Commit, l.Commit.P50), fmtLat(l.Commit, l.Commit.P99))
 		}
 		if id := r.Idle; id != nil {
 			fmt.Fprintf(w, "  idle: %d streams; connect p50 %s p99 %s max %s; rss +%s = %s per stream\n",

@@ -13,10 +13,17 @@ func runScenario(ctx context.Context, cfg Config, baseline bool, stderr io.Write
 	res = Result{Scenario: cfg.Scenario, Target: "parley"}
 	if baseline {
 		res.Target = "baseline"
-		if cfg.Scenario == "history" {
+		switch cfg.Scenario {
+		case "history":
 			res.Skipped = errBaselineUnsupported.Error()
 			return res
+		case "log":
+			res.Skipped = "the baseline has no log"
+			return res
 		}
+	}
+	if cfg.Scenario == "log" {
+		return logScenario(ctx, cfg, cfg.Progress)
 	}
 	tgt, err := startTarget(ctx, cfg, baseline, stderr)
 	if err != nil {
