@@ -129,7 +129,7 @@ func (a logAxis) ticks() (vals []float64, major []bool) {
 func fmtAxisMs(v float64) string {
 	switch {
 	case v >= 1000:
-		return fmt.Sprintf("%gs", v/1000)
+		return fmt.Sprintf("%g s", v/1000)
 	default:
 		return strconv0(v) + " ms"
 	}

@@ -122,6 +122,7 @@ func (c *Config) validate() error {
 
 const usageText = `Usage: parley-bench <scenario> [flags]
        parley-bench --scenario <scenario> [flags]
+       parley-bench suite [--out DIR] [--quick] [--only name,...]
 
 Load generator for Parley. It drives a running parleyd (--server host:port)
 or starts one itself on 127.0.0.1 with a temp data dir (fsync on unless
@@ -130,8 +131,6 @@ message was scheduled, so a stalled sender cannot hide latency), ack
 latency, server CPU and memory, and losses and duplicates, which must be 0:
 it exits 1 otherwise. --baseline runs the same scenario against a bare
 grpc-go fan-out server in the same run and prints Parley/baseline ratios.
-
-       parley-bench suite [--out DIR] [--quick] [--only name,...]
 
 The suite runs the standard set of scenarios, each against Parley and the
 baseline in child processes with fsync on, and prints one table of
