@@ -254,73 +254,135 @@ func (s *State) unindex(ctx context.Context, user, id string, rev uint64) error 
 // WatchConversations calls fn with the id of every conversation created or
 // changed from now on, on this node or any other, in the order they were
 // stored, until stop is called, ctx ends or the State is closed. fn runs on
-// one goroutine at a time and should be quick (say, forget a cached copy);
-// a change is seen some milliseconds after it is stored, so a cache that
-// fn invalidates may serve the old members that long. If the watch breaks
-// (the connection was lost for good), it starts again after the last
-// revision it saw, so no change is skipped. stop waits for fn to return.
+// one goroutine and should be quick (say, forget a cached copy). A change
+// reaches fn some milliseconds after it is stored, so a cache that fn
+// invalidates may serve the old members that long.
+//
+// The watch is a KV watcher (an ordered consumer) that remembers the last
+// revision it passed on. Once a second it compares that with the bucket's
+// last revision; if the bucket stays ahead for two checks in a row, the
+// consumer was lost with its server, and the watch starts again right after
+// the last revision it passed on. So a lost server delays changes by a few
+// seconds but skips none. stop waits until fn has returned for the last
+// time.
 func (s *State) WatchConversations(ctx context.Context, fn func(id string)) (stop func(), err error) {
 	if s.isClosed() {
 		return nil, fmt.Errorf("jsstate: watch conversations: %w", store.ErrClosed)
 	}
-	wctx, cancel := context.WithCancel(ctx)
-	w, err := s.convs.WatchAll(wctx, jetstream.UpdatesOnly())
+	var stream jetstream.Stream
+	err = retry(ctx, s.opts.attempt, func(ctx context.Context) error {
+		var err error
+		stream, err = s.js.Stream(ctx, "KV_"+s.convs.Bucket())
+		return err
+	})
 	if err != nil {
+		return nil, fmt.Errorf("jsstate: watch conversations: %w", err)
+	}
+	w := &convWatch{s: s, stream: stream, fn: fn, last: stream.CachedInfo().State.LastSeq}
+	wctx, cancel := context.WithCancel(ctx)
+	if err := w.open(wctx); err != nil {
 		cancel()
 		return nil, fmt.Errorf("jsstate: watch conversations: %w", err)
 	}
 	done := make(chan struct{})
 	s.watchers.Go(func() {
 		defer close(done)
-		var last uint64
-		for {
-			last = s.follow(wctx, w, last, fn)
-			stopWatcher(w)
-			if wctx.Err() != nil || s.closing() {
-				return
-			}
-			sleep(wctx, 100*time.Millisecond)
-			opts := []jetstream.WatchOpt{jetstream.UpdatesOnly()}
-			if last > 0 {
-				opts = []jetstream.WatchOpt{jetstream.IncludeHistory(), jetstream.ResumeFromRevision(last + 1)}
-			}
-			for {
-				w, err = s.convs.WatchAll(wctx, opts...)
-				if err == nil {
-					break
-				}
-				if !sleep(wctx, time.Second) || s.closing() {
-					return
-				}
-			}
-		}
+		w.run(wctx)
 	})
 	var once sync.Once
-	return func() { once.Do(func() { cancel(); <-done }) }, nil
+	return func() {
+		once.Do(cancel)
+		<-done
+	}, nil
 }
 
-// follow passes w's updates to fn until w ends, ctx ends or the State
-// closes, and returns the last revision it passed.
-func (s *State) follow(ctx context.Context, w jetstream.KeyWatcher, last uint64, fn func(id string)) uint64 {
+// watchCheck is how often a conversation watch compares its position with
+// the bucket's.
+const watchCheck = time.Second
+
+// convWatch is one WatchConversations. Only its goroutine uses it after
+// open.
+type convWatch struct {
+	s      *State
+	stream jetstream.Stream
+	fn     func(id string)
+	w      jetstream.KeyWatcher
+	last   uint64 // the last revision passed to fn, or the bucket's when the watch began
+}
+
+// open starts a KV watcher right after w.last.
+func (w *convWatch) open(ctx context.Context) error {
+	kw, err := w.s.convs.WatchAll(ctx, jetstream.IncludeHistory(), jetstream.MetaOnly(), jetstream.ResumeFromRevision(w.last+1))
+	if err != nil {
+		return err
+	}
+	w.w = kw
+	return nil
+}
+
+func (w *convWatch) run(ctx context.Context) {
+	defer func() {
+		if w.w != nil {
+			stopWatcher(w.w)
+		}
+	}()
+	tick := time.NewTicker(watchCheck)
+	defer tick.Stop()
+	behind := 0
 	for {
+		var updates <-chan jetstream.KeyValueEntry
+		if w.w != nil {
+			updates = w.w.Updates()
+		}
 		select {
-		case e, ok := <-w.Updates():
+		case e, ok := <-updates:
 			if !ok {
-				return last
-			}
-			if e == nil || e.Revision() <= last {
+				w.w = nil // reopened at the next check
 				continue
 			}
-			last = e.Revision()
-			if id, err := unconvKey(strings.Split(e.Key(), ".")); err == nil {
-				fn(id)
+			if e == nil || e.Revision() <= w.last {
+				continue
 			}
+			w.last = e.Revision()
+			if id, err := unconvKey(strings.Split(e.Key(), ".")); err == nil {
+				w.fn(id)
+			}
+		case <-tick.C:
+			if w.w != nil {
+				head, ok := w.head(ctx)
+				if !ok || head <= w.last {
+					behind = 0
+					continue
+				}
+				if behind++; behind < 2 {
+					continue
+				}
+				stopWatcher(w.w)
+				w.w = nil
+			}
+			behind = 0
+			actx, cancel := context.WithTimeout(ctx, w.s.opts.attempt)
+			if err := w.open(actx); err != nil {
+				w.w = nil
+			}
+			cancel()
 		case <-ctx.Done():
-			return last
-		case <-s.done:
-			return last
+			return
+		case <-w.s.done:
+			return
 		}
 	}
+}
+
+// head returns the bucket's last revision.
+func (w *convWatch) head(ctx context.Context) (uint64, bool) {
+	ctx, cancel := context.WithTimeout(ctx, w.s.opts.attempt)
+	defer cancel()
+	info, err := w.stream.Info(ctx)
+	if err != nil {
+		return 0, false
+	}
+	return info.State.LastSeq, true
 }
 
 // stopWatcher stops w and drains its channel until the subscription's
