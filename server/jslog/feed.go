@@ -1,0 +1,419 @@
+package jslog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/parleychat/parley/server/router"
+)
+
+// conv is what a node knows of one conversation.
+//
+// The feed delivers the stream in order and records how far it got in
+// Log.done. A conv is created with created = Log.done, and every message of
+// the conversation after created reaches the conv through the feed (fed,
+// tail, subs); load finds base, the newest seq at or before created, from
+// the stream leader. So max(base, fed) is exactly the conversation's newest
+// seq at or before Log.done: everything up to it can be read from the
+// stream, everything after it will still be delivered to subs.
+type conv struct {
+	id      string
+	subject string
+
+	mu       sync.Mutex // protects everything below
+	created  uint64
+	loaded   bool
+	loading  chan struct{} // closed when the running load ends; nil if none runs
+	base     uint64
+	fed      uint64      // newest seq delivered by the feed since created
+	tail     []tailEntry // the frames fed last, oldest first, contiguous in the conversation
+	subs     map[router.Subscriber]uint64
+	pubLast  uint64 // this node's best guess of the newest seq, for publishing
+	pubKnown bool   // pubLast came from an ack or the leader since the last conflict
+
+	queue      []*pending    // publishes waiting, in order
+	publishing bool          // a publisher goroutine runs for this conversation
+	space      chan struct{} // closed and replaced when the queue shrinks
+}
+
+type tailEntry struct {
+	frame *router.Frame
+	prev  uint64 // the frame's prev_seq
+}
+
+// head is the newest seq at or before Log.done. c.mu must be held and c
+// loaded.
+func (c *conv) head() uint64 { return max(c.base, c.fed) }
+
+// conversation returns id's state, creating it if needed.
+func (l *Log) conversation(id string) (*conv, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil, ErrClosed
+	}
+	c := l.convs[id]
+	if c == nil {
+		// Reading done under l.mu is what makes created exact: the feed
+		// skips a message of an unknown conversation and records it as
+		// done in one critical section of l.mu.
+		c = &conv{id: id, subject: l.msgPrefix + id, created: l.done.Load(),
+			subs: make(map[router.Subscriber]uint64), space: make(chan struct{})}
+		l.convs[id] = c
+	}
+	return c, nil
+}
+
+// lookup returns id's state if the node has one.
+func (l *Log) lookup(id string) *conv {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.convs[id]
+}
+
+// load finds c's base once; concurrent callers wait for the one doing it.
+func (l *Log) load(c *conv) error {
+	for {
+		c.mu.Lock()
+		if c.loaded {
+			c.mu.Unlock()
+			return nil
+		}
+		if ch := c.loading; ch != nil {
+			c.mu.Unlock()
+			select {
+			case <-ch:
+				continue
+			case <-l.ctx.Done():
+				return ErrClosed
+			}
+		}
+		ch := make(chan struct{})
+		c.loading = ch
+		created := c.created
+		c.mu.Unlock()
+
+		base, err := l.lastAtOrBefore(l.ctx, c.subject, created)
+		c.mu.Lock()
+		c.loading = nil
+		if err == nil {
+			c.base, c.loaded = base, true
+		}
+		c.mu.Unlock()
+		close(ch)
+		if err != nil {
+			return fmt.Errorf("jslog: head of %s: %w", c.id, err)
+		}
+		return nil
+	}
+}
+
+// lastAtOrBefore returns the newest seq of subject that is <= bound, 0 if
+// none, from the stream leader: the newest message, then back along
+// prev_seq while it is past bound (rarely more than a step or two: only
+// messages stored since bound was read).
+func (l *Log) lastAtOrBefore(ctx context.Context, subject string, bound uint64) (uint64, error) {
+	m, err := l.leaderGet(ctx, l.opts.stream, getRequest{LastFor: subject})
+	if errors.Is(err, errNotFound) {
+		return 0, nil
+	}
+	for err == nil && m.seq > bound {
+		p := prevSeq(m.data)
+		if p <= bound {
+			return p, nil
+		}
+		m, err = l.leaderGet(ctx, l.opts.stream, getRequest{Seq: p})
+	}
+	if err != nil {
+		return 0, err
+	}
+	return m.seq, nil
+}
+
+// startFeed starts the node's one ordered consumer from the message after
+// last, in place of any feed already running: messages the replaced feed
+// still hands over are ignored, because each feed has a generation and
+// only the newest one's messages are handled.
+func (l *Log) startFeed(ctx context.Context, last uint64) error {
+	cons, err := l.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{l.msgPrefix + ">"},
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    last + 1,
+	})
+	if err != nil {
+		return unavailable("jslog: create feed", err)
+	}
+	l.feedMu.Lock()
+	defer l.feedMu.Unlock()
+	l.feedGen++
+	gen := l.feedGen
+	// A short pull expiry makes missed heartbeats, and so the move to a new
+	// stream leader, noticed within seconds.
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		l.feedMu.Lock()
+		defer l.feedMu.Unlock()
+		if gen == l.feedGen {
+			l.handle(m)
+		}
+	},
+		jetstream.PullExpiry(2*time.Second),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			l.opts.logger.Debug("jslog: feed", "err", err)
+		}))
+	if err != nil {
+		return unavailable("jslog: start feed", err)
+	}
+	l.feed = cc
+	return nil
+}
+
+// stopFeed stops the running feed, if any, and returns the seq it
+// delivered through; from then on no feed message is handled.
+func (l *Log) stopFeed() (last uint64, stopped <-chan struct{}) {
+	l.feedMu.Lock()
+	l.feedGen++
+	old := l.feed
+	l.feed = nil
+	last = l.done.Load()
+	l.feedMu.Unlock()
+	done := make(chan struct{})
+	if old == nil {
+		close(done)
+		return last, done
+	}
+	// Stop waits for a reset the consumer may be retrying; nobody needs to
+	// wait for that but Close.
+	if !l.spawn(func() {
+		old.Stop()
+		<-old.Closed()
+		close(done)
+	}) {
+		old.Stop()
+		return last, old.Closed()
+	}
+	return last, done
+}
+
+// watch restarts the feed when it has stood still for feedStall while the
+// stream moved on. The client library's ordered consumer recovers from most
+// failures by itself, but not always from the loss of the server it ran
+// on; the watchdog makes sure the feed never stops for good.
+func (l *Log) watch() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	last, since := l.done.Load(), time.Now()
+	for {
+		select {
+		case <-t.C:
+		case <-l.ctx.Done():
+			return
+		}
+		if d := l.done.Load(); d != last {
+			last, since = d, time.Now()
+			continue
+		}
+		if time.Since(since) < feedStall {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(l.ctx, l.opts.timeout)
+		info, err := l.stream.Info(ctx)
+		if err == nil && info.State.LastSeq > last {
+			l.opts.logger.Warn("jslog: feed stalled; restarting it", "at", last, "stream", info.State.LastSeq)
+			from, _ := l.stopFeed()
+			if err := l.startFeed(ctx, from); err != nil {
+				l.opts.logger.Warn("jslog: feed restart failed; will retry", "err", err)
+			}
+		}
+		cancel()
+		since = time.Now()
+	}
+}
+
+// feedStall is how long the feed may stand still behind the stream before
+// the watchdog restarts it.
+const feedStall = 3 * time.Second
+
+// handle is the feed's callback: it runs for every message of the stream,
+// in order, on one goroutine.
+func (l *Log) handle(m jetstream.Msg) {
+	meta, err := m.Metadata()
+	if err != nil {
+		l.opts.logger.Error("jslog: feed message without metadata", "err", err)
+		return
+	}
+	seq := meta.Sequence.Stream
+	if seq <= l.done.Load() {
+		return
+	}
+	id := strings.TrimPrefix(m.Subject(), l.msgPrefix)
+	l.mu.Lock()
+	c := l.convs[id]
+	if c == nil {
+		l.done.Store(seq)
+		l.mu.Unlock()
+		return
+	}
+	l.mu.Unlock()
+
+	data := m.Data()
+	f := &router.Frame{Conv: id, Seq: seq, Data: wrap(data, seq)}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.fed = seq
+	if l.opts.tail > 0 {
+		c.tail = append(c.tail, tailEntry{frame: f, prev: prevSeq(data)})
+		if len(c.tail) > l.opts.tail {
+			c.tail[0] = tailEntry{}
+			c.tail = c.tail[1:]
+		}
+	}
+	l.deliver(c, f)
+	l.done.Store(seq)
+}
+
+// deliver hands f to c's live subscribers that have not seen it and forgets
+// those that refuse it. c.mu must be held.
+func (l *Log) deliver(c *conv, f *router.Frame) {
+	for s, seen := range c.subs {
+		if f.Seq != 0 && f.Seq <= seen {
+			continue
+		}
+		if s.Deliver(f) {
+			l.deliveries.Add(1)
+		} else {
+			delete(c.subs, s)
+			l.subs.Add(-1)
+		}
+	}
+}
+
+// attach makes sub a live subscriber of c that has seen everything up to
+// seen; later frames at or below seen are not delivered to it again (they
+// can arrive when the subscriber read them from a node whose feed is ahead
+// of this one's). c.mu must be held.
+func (l *Log) attach(c *conv, sub router.Subscriber, seen uint64) {
+	if _, ok := c.subs[sub]; !ok {
+		l.subs.Add(1)
+	}
+	c.subs[sub] = seen
+}
+
+// Catchup advances sub through conv from after, with router.Router's
+// contract: it returns up to max frames with seq > after, oldest first, and
+// the position to continue from; when live is true, sub has been attached
+// and every later message reaches it through Deliver, after the frames this
+// same call returned, with neither a gap nor a duplicate. Call it again
+// with next until live is true.
+//
+// Frames come from the node's tail of recent frames when it reaches back
+// to after, and otherwise from the stream (batched direct gets, with edits
+// and deletes applied to the posts); sub is attached under the same lock
+// the feed takes to deliver, at the seq the feed has reached.
+func (l *Log) Catchup(convID string, after uint64, max int, sub router.Subscriber) (frames []*router.Frame, next uint64, live bool, err error) {
+	c, err := l.conversation(convID)
+	if err != nil {
+		return nil, after, false, err
+	}
+	if err := l.load(c); err != nil {
+		return nil, after, false, err
+	}
+	c.mu.Lock()
+	head := c.head()
+	if after >= head {
+		l.attach(c, sub, after)
+		c.mu.Unlock()
+		return nil, after, true, nil
+	}
+	if len(c.tail) > 0 && c.tail[0].prev <= after {
+		// The tail holds every message after after.
+		for _, e := range c.tail {
+			if e.frame.Seq <= after {
+				continue
+			}
+			if len(frames) == max {
+				c.mu.Unlock()
+				return frames, frames[len(frames)-1].Seq, false, nil
+			}
+			frames = append(frames, e.frame)
+		}
+		l.attach(c, sub, head)
+		c.mu.Unlock()
+		return frames, head, true, nil
+	}
+	c.mu.Unlock()
+
+	recs, more, err := l.forward(l.ctx, c, after, head, head, max)
+	if err != nil {
+		return nil, after, false, fmt.Errorf("jslog: replay %s: %w", convID, err)
+	}
+	frames = make([]*router.Frame, len(recs))
+	for i, r := range recs {
+		frames[i] = &router.Frame{Conv: convID, Seq: r.Seq, Data: wrapBytes(r.Data)}
+	}
+	next = head
+	if more && len(recs) > 0 {
+		next = recs[len(recs)-1].Seq
+	}
+	return frames, next, false, nil
+}
+
+// Unsubscribe detaches sub from conv. Frames already queued stay queued.
+func (l *Log) Unsubscribe(convID string, sub router.Subscriber) {
+	c := l.lookup(convID)
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	if _, ok := c.subs[sub]; ok {
+		delete(c.subs, sub)
+		l.subs.Add(-1)
+	}
+	c.mu.Unlock()
+}
+
+// Head returns the newest seq of conv this node knows: what its feed has
+// delivered, or what its own publishes were acknowledged with. A message
+// just stored through another node may be missing for as long as the feed
+// takes to deliver it (usually a millisecond).
+func (l *Log) Head(convID string) (uint64, error) {
+	c, err := l.conversation(convID)
+	if err != nil {
+		return 0, err
+	}
+	if err := l.load(c); err != nil {
+		return 0, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return max(c.head(), c.pubLast), nil
+}
+
+// Broadcast sends an event frame (Seq 0: a receipt, typing, presence) to
+// conv's live subscribers on every node, this one included, over core NATS.
+// Events are best effort, as in the router: subscribers still replaying
+// miss them, and they are not ordered with the conversation's messages.
+func (l *Log) Broadcast(convID string, f *router.Frame) {
+	if err := l.nc.Publish(l.evtPrefix+convID, f.Data); err != nil {
+		l.opts.logger.Debug("jslog: broadcast", "conv", convID, "err", err)
+	}
+}
+
+// event delivers a broadcast event to this node's subscribers.
+func (l *Log) event(m *nats.Msg) {
+	id := strings.TrimPrefix(m.Subject, l.evtPrefix)
+	c := l.lookup(id)
+	if c == nil {
+		return
+	}
+	f := &router.Frame{Conv: id, Data: m.Data}
+	c.mu.Lock()
+	l.deliver(c, f)
+	c.mu.Unlock()
+}

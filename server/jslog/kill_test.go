@@ -1,0 +1,136 @@
+package jslog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/parleychat/parley/server/natstest"
+)
+
+// Killing the stream leader's server while two nodes publish loses no
+// acknowledged message and stores none twice: failed publishes come back as
+// ErrUnavailable, their resends (same client id) are acked once, every ack
+// names where the message is, publishing resumes under the new leader, and
+// a live subscriber misses nothing.
+func TestKillStreamLeader(t *testing.T) {
+	c := natstest.Start(t, natstest.Options{})
+	ctx := testCtx(t)
+	opts := append(names(), WithRetry(20*time.Second), WithLogger(testLogger(t)))
+	first := node(t, c, 0, opts...)
+	info, err := first.stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader := -1
+	var others []int
+	for i, n := range c.Nodes {
+		if n.Name == info.Cluster.Leader {
+			leader = i
+		} else {
+			others = append(others, i)
+		}
+	}
+	if leader < 0 {
+		t.Fatalf("no leader among the nodes: %+v", info.Cluster)
+	}
+	a, b := node(t, c, others[0], opts...), node(t, c, others[1], opts...)
+
+	const conv, perNode, inflight = "room:failover", 150, 8
+	var watcher recorder
+	replay := follow(t, b, conv, 0, 50, &watcher)
+
+	var mu sync.Mutex
+	acked := make(map[string]uint64)
+	var total, unavailable atomic.Int64
+	killAt := make(chan struct{})
+	var once sync.Once
+	var wg sync.WaitGroup
+	for n, l := range []*Log{a, b} {
+		sem := make(chan struct{}, inflight)
+		for i := range perNode {
+			sem <- struct{}{}
+			id := fmt.Sprintf("n%d-%d", n, i)
+			wg.Go(func() {
+				defer func() { <-sem }()
+				for attempt := 0; ; attempt++ {
+					o := <-publishAsync(t, l, post(conv, "alice", id))
+					if o.err != nil {
+						if !errors.Is(o.err, ErrUnavailable) {
+							t.Errorf("ack of %s: %v, want ErrUnavailable", id, o.err)
+							return
+						}
+						unavailable.Add(1)
+						continue // the client resends with the same id
+					}
+					if o.res.Duplicate && attempt == 0 {
+						t.Errorf("first send of %s acked as a duplicate", id)
+					}
+					mu.Lock()
+					acked[id] = o.res.Seq
+					mu.Unlock()
+					if total.Add(1) == 60 {
+						once.Do(func() { close(killAt) })
+					}
+					return
+				}
+			})
+		}
+	}
+	<-killAt
+	c.Nodes[leader].Kill()
+	wg.Wait()
+	t.Logf("%d acks failed with ErrUnavailable and were resent", unavailable.Load())
+
+	for _, l := range []*Log{a, b} {
+		msgs := all(t, l, conv)
+		checkChain(t, msgs)
+		if len(msgs) != 2*perNode {
+			t.Fatalf("%d messages stored, want %d", len(msgs), 2*perNode)
+		}
+		for _, m := range msgs {
+			if s := acked[m.GetClientMessageId()]; s != m.GetSeq() {
+				t.Fatalf("%s is at %d, acked with %d", m.GetClientMessageId(), m.GetSeq(), s)
+			}
+		}
+	}
+	waitFor(t, ctx, "the live subscriber", func() bool {
+		if len(replay)+len(watcher.snapshot()) >= 2*perNode {
+			return true
+		}
+		t.Logf("subscriber has %d+%d frames, feed of b at %d", len(replay), len(watcher.snapshot()), b.Stats().FeedSeq)
+		time.Sleep(time.Second)
+		return false
+	})
+	got := append(replay, watcher.snapshot()...)
+	stored := all(t, a, conv)
+	if len(got) != len(stored) {
+		t.Fatalf("subscriber got %d frames, %d are stored", len(got), len(stored))
+	}
+	for i, f := range got {
+		if f.Seq != stored[i].GetSeq() {
+			t.Fatalf("frame %d has seq %d, want %d", i, f.Seq, stored[i].GetSeq())
+		}
+	}
+	// Publishing goes on under the new leader.
+	publish(t, a, post(conv, "alice", "after"))
+}
+
+// testLogger logs to t.
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Log(string(b))
+	return len(b), nil
+}
+
+var _ = context.Background

@@ -1,0 +1,274 @@
+package jslog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"google.golang.org/protobuf/proto"
+
+	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
+	"github.com/parleychat/parley/server/store"
+)
+
+// The reads below have server/store's contracts, so the services can read
+// the log from either. They are direct gets (batched where they can be);
+// what they return has its seq filled in and edits and deletes applied.
+
+// known loads conv and returns its state and the newest seq this node
+// knows, which every read must reach.
+func (l *Log) known(convID string) (*conv, uint64, error) {
+	c, err := l.conversation(convID)
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := l.load(c); err != nil {
+		return nil, 0, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c, max(c.head(), c.pubLast), nil
+}
+
+// Range returns up to limit messages of conv with after < seq <= upto,
+// oldest first (upto == 0 means no upper bound), and whether more lie
+// beyond the last one returned within the bound.
+func (l *Log) Range(convID string, after, upto uint64, limit int) ([]store.Record, bool, error) {
+	c, head, err := l.known(convID)
+	if err != nil {
+		return nil, false, err
+	}
+	return l.forward(l.ctx, c, after, upto, head, limit)
+}
+
+// forward reads up to limit messages of c with after < seq <= upto (upto 0:
+// no bound), oldest first, and whether more lie beyond within the bound.
+// The page is one batched direct get, trusted only if its prev_seq chain
+// starts at or before after, has no hole, and either fills the page or
+// reaches want (a seq known to be stored); otherwise a replica was behind
+// and the page is read from the leader instead.
+func (l *Log) forward(ctx context.Context, c *conv, after, upto, want uint64, limit int) ([]store.Record, bool, error) {
+	if after == ^uint64(0) || (upto != 0 && upto <= after) {
+		return nil, false, nil
+	}
+	limit = max(limit, 0)
+	msgs, err := l.directBatch(ctx, l.opts.stream, getRequest{Seq: after + 1, NextFor: c.subject, Batch: limit + 1})
+	if err != nil || !chained(msgs, after, want, limit+1) {
+		if msgs, err = l.leaderForward(ctx, c.subject, after, limit+1); err != nil {
+			return nil, false, err
+		}
+	}
+	if upto != 0 {
+		msgs = slices.DeleteFunc(msgs, func(m rawMsg) bool { return m.seq > upto })
+	}
+	more := len(msgs) > limit
+	if more {
+		msgs = msgs[:limit]
+	}
+	recs, err := l.records(ctx, c.id, msgs)
+	return recs, more, err
+}
+
+// chained reports whether msgs, read after after, can be trusted: see
+// forward.
+func chained(msgs []rawMsg, after, want uint64, full int) bool {
+	last := after
+	for i, m := range msgs {
+		p := prevSeq(m.data)
+		if (i == 0 && p > after) || (i > 0 && p != msgs[i-1].seq) {
+			return false
+		}
+		last = m.seq
+	}
+	return len(msgs) == full || last >= want
+}
+
+// leaderForward reads up to n messages of subject after after from the
+// stream leader, one request each.
+func (l *Log) leaderForward(ctx context.Context, subject string, after uint64, n int) ([]rawMsg, error) {
+	var out []rawMsg
+	for seq := after + 1; len(out) < n; {
+		m, err := l.leaderGet(ctx, l.opts.stream, getRequest{Seq: seq, NextFor: subject})
+		if errors.Is(err, errNotFound) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+		seq = m.seq + 1
+	}
+	return out, nil
+}
+
+// records fills in seqs and applies the overlays of the posts among msgs.
+func (l *Log) records(ctx context.Context, convID string, msgs []rawMsg) ([]store.Record, error) {
+	if len(msgs) == 0 {
+		return nil, nil
+	}
+	seqs := make([]uint64, len(msgs))
+	for i, m := range msgs {
+		seqs[i] = m.seq
+	}
+	patches, err := l.overlays(ctx, convID, seqs)
+	if err != nil {
+		return nil, err
+	}
+	recs := make([]store.Record, len(msgs))
+	for i, m := range msgs {
+		recs[i] = store.Record{Seq: m.seq}
+		p := patches[m.seq]
+		if p == nil {
+			recs[i].Data = withSeq(m.data, m.seq)
+			continue
+		}
+		var post parleyv1.Message
+		if err := proto.Unmarshal(m.data, &post); err != nil {
+			return nil, fmt.Errorf("jslog: decode %s#%d: %w", convID, m.seq, err)
+		}
+		post.Seq = m.seq
+		p.render(&post)
+		if recs[i].Data, err = proto.Marshal(&post); err != nil {
+			return nil, fmt.Errorf("jslog: encode %s#%d: %w", convID, m.seq, err)
+		}
+	}
+	return recs, nil
+}
+
+// Before returns up to limit messages of conv with seq < before (before ==
+// 0 means no bound: the newest page), oldest first, and whether older ones
+// exist. It walks back along prev_seq, one direct get per message.
+func (l *Log) Before(convID string, before uint64, limit int) ([]store.Record, bool, error) {
+	c, head, err := l.known(convID)
+	if err != nil {
+		return nil, false, err
+	}
+	ctx := l.ctx
+	seq, err := l.newestBelow(ctx, c, before, head)
+	if err != nil {
+		return nil, false, err
+	}
+	var msgs []rawMsg
+	for seq != 0 && len(msgs) < limit {
+		m, err := l.getSeq(ctx, seq, true)
+		if errors.Is(err, errNotFound) {
+			return nil, false, fmt.Errorf("jslog: %s#%d is missing from the stream", convID, seq)
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		msgs = append(msgs, m)
+		seq = prevSeq(m.data)
+	}
+	slices.Reverse(msgs)
+	recs, err := l.records(ctx, convID, msgs)
+	return recs, seq != 0, err
+}
+
+// newestBelow is the seq of c's newest message before before (0: none;
+// before == 0: the newest of all).
+func (l *Log) newestBelow(ctx context.Context, c *conv, before, head uint64) (uint64, error) {
+	if before == 0 || before > head {
+		// What this node knows, or a replica's newest if that is newer.
+		m, err := l.directGet(ctx, l.opts.stream, getRequest{LastFor: c.subject})
+		if err == nil && m.seq > head && (before == 0 || m.seq < before) {
+			return m.seq, nil
+		}
+		return head, nil
+	}
+	// Usually before is a message of the conversation (the oldest one a
+	// client has), and its prev_seq is the answer.
+	m, err := l.getSeq(ctx, before, true)
+	if err == nil && m.subject == c.subject {
+		return prevSeq(m.data), nil
+	}
+	if err != nil && !errors.Is(err, errNotFound) {
+		return 0, err
+	}
+	msgs, err := l.directBatch(ctx, l.opts.stream, getRequest{MultiLast: []string{c.subject}, UpToSeq: before - 1})
+	if err != nil {
+		return 0, err
+	}
+	if len(msgs) == 0 {
+		return 0, nil
+	}
+	return msgs[0].seq, nil
+}
+
+// Last returns the newest message of conv, or ok == false.
+func (l *Log) Last(convID string) (store.Record, bool, error) {
+	c, head, err := l.known(convID)
+	if err != nil {
+		return store.Record{}, false, err
+	}
+	seq, err := l.newestBelow(l.ctx, c, 0, head)
+	if err != nil || seq == 0 {
+		return store.Record{}, false, err
+	}
+	return l.get(c, seq, true)
+}
+
+// Get returns the message conv#seq, or ok == false.
+func (l *Log) Get(convID string, seq uint64) (store.Record, bool, error) {
+	c, head, err := l.known(convID)
+	if err != nil {
+		return store.Record{}, false, err
+	}
+	return l.get(c, seq, seq <= head)
+}
+
+func (l *Log) get(c *conv, seq uint64, mayExist bool) (store.Record, bool, error) {
+	if seq == 0 {
+		return store.Record{}, false, nil
+	}
+	m, err := l.getSeq(l.ctx, seq, mayExist)
+	if errors.Is(err, errNotFound) {
+		return store.Record{}, false, nil
+	}
+	if err != nil {
+		return store.Record{}, false, err
+	}
+	if m.subject != c.subject {
+		return store.Record{}, false, nil
+	}
+	recs, err := l.records(l.ctx, c.id, []rawMsg{m})
+	if err != nil {
+		return store.Record{}, false, err
+	}
+	return recs[0], true, nil
+}
+
+// Count calls keep for the messages of conv with seq > after, oldest
+// first, and counts those it accepts, stopping at max.
+func (l *Log) Count(convID string, after uint64, max int, keep func(data []byte) bool) (int, error) {
+	c, head, err := l.known(convID)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for n < max {
+		recs, more, err := l.forward(l.ctx, c, after, 0, head, 256)
+		if err != nil {
+			return n, err
+		}
+		for _, r := range recs {
+			if n < max && keep(r.Data) {
+				n++
+			}
+		}
+		if !more || len(recs) == 0 {
+			break
+		}
+		after = recs[len(recs)-1].Seq
+	}
+	return n, nil
+}
+
+// Dedup looks up where an accepted (sender, client_message_id) went: the
+// dedup bucket holds an entry for every acknowledged message.
+func (l *Log) Dedup(sender, clientMsgID string) (store.DedupRecord, bool, error) {
+	ctx, cancel := context.WithTimeout(l.ctx, l.opts.timeout)
+	defer cancel()
+	return l.dedupGet(ctx, dedupKey(sender, clientMsgID))
+}
