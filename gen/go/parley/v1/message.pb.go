@@ -159,8 +159,11 @@ type Message struct {
 	Body string `protobuf:"bytes,5,opt,name=body,proto3" json:"body,omitempty"`
 	// sent_at is the server time at which the message was sequenced.
 	SentAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=sent_at,json=sentAt,proto3" json:"sent_at,omitempty"`
-	// prev_seq is the seq of the message before this one in the same
-	// conversation (0 for the first), so a reader can check continuity.
+	// prev_seq is the seq of the previous message of the same conversation,
+	// 0 for the first. Seqs only grow and, in cluster mode, are not
+	// contiguous, so a client or a node checks continuity with prev_seq (this
+	// message's prev_seq equals the seq of the last one it holds), not by
+	// counting.
 	PrevSeq uint64 `protobuf:"varint,7,opt,name=prev_seq,json=prevSeq,proto3" json:"prev_seq,omitempty"`
 	// attachments are files the message carries (uploaded with
 	// AttachmentService.Upload).

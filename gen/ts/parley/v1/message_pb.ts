@@ -68,8 +68,11 @@ export type Message = Message$1<"parley.v1.Message"> & {
   sentAt?: Timestamp | undefined;
 
   /**
-   * prev_seq is the seq of the message before this one in the same
-   * conversation (0 for the first), so a reader can check continuity.
+   * prev_seq is the seq of the previous message of the same conversation,
+   * 0 for the first. Seqs only grow and, in cluster mode, are not
+   * contiguous, so a client or a node checks continuity with prev_seq (this
+   * message's prev_seq equals the seq of the last one it holds), not by
+   * counting.
    *
    * @generated from field: uint64 prev_seq = 7;
    */
