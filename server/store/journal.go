@@ -93,9 +93,27 @@ func (s *Store) journaler(last uint64) {
 	var timer *time.Timer
 	var dropped uint64 // journal ids up to here are deleted
 	batch := make([]job, 0, s.opts.batchSize)
+	// carry is what is journaled but not yet handed to the writer: while
+	// the writer is busy, batches coalesce here instead of filling index
+	// with many small ones.
+	var carry []journaled
 	for {
-		j, ok := <-s.appends
+		var j job
+		var ok bool
+		if carry != nil {
+			select {
+			case j, ok = <-s.appends:
+			case s.index <- carry:
+				carry = nil
+				continue
+			}
+		} else {
+			j, ok = <-s.appends
+		}
 		if !ok {
+			if carry != nil {
+				s.index <- carry
+			}
 			return
 		}
 		batch = append(batch[:0], j)
@@ -171,10 +189,23 @@ func (s *Store) journaler(last uint64) {
 			for _, b := range batch {
 				b.onDone(nil)
 			}
-			s.index <- out // blocks while the writer is far behind: backpressure
+			carry = append(carry, out...)
+			if len(carry) >= maxBacklog {
+				s.index <- carry // the writer is far behind: backpressure
+				carry = nil
+			} else {
+				select {
+				case s.index <- carry:
+					carry = nil
+				default:
+				}
+			}
 		}
 		clear(batch)
 		if closed {
+			if carry != nil {
+				s.index <- carry
+			}
 			return
 		}
 	}
@@ -365,15 +396,52 @@ func (p *pending) drop(batch []journaled) {
 	}
 }
 
-// view returns copies of conv's pending records and edits.
-func (p *pending) view(conv string) ([]pendingRec, []pendingEdit) {
+// window returns copies of conv's pending records with after < seq <
+// before (before == 0: no bound), at most limit of them: the oldest, or
+// with newest the newest, ascending either way. It also returns conv's
+// pending edits (few: edits are rare next to posts).
+func (p *pending) window(conv string, after, before uint64, limit int, newest bool) ([]pendingRec, []pendingEdit) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	pc := p.convs[conv]
 	if pc == nil {
 		return nil, nil
 	}
-	return slices.Clone(pc.recs), slices.Clone(pc.edits)
+	lo, _ := sort.Find(len(pc.recs), func(i int) int { return cmpSeq(after+1, pc.recs[i].seq) })
+	hi := len(pc.recs)
+	if before != 0 {
+		hi, _ = sort.Find(len(pc.recs), func(i int) int { return cmpSeq(before, pc.recs[i].seq) })
+	}
+	if hi-lo > limit {
+		if newest {
+			lo = hi - limit
+		} else {
+			hi = lo + limit
+		}
+	}
+	var recs []pendingRec
+	if lo < hi {
+		recs = slices.Clone(pc.recs[lo:hi])
+	}
+	return recs, slices.Clone(pc.edits)
+}
+
+// hasEdits reports whether conv has pending edits.
+func (p *pending) hasEdits(conv string) bool {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	pc := p.convs[conv]
+	return pc != nil && len(pc.edits) > 0
+}
+
+// head is the newest pending seq of conv, 0 if none.
+func (p *pending) head(conv string) uint64 {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if pc := p.convs[conv]; pc != nil && len(pc.recs) > 0 {
+		return pc.recs[len(pc.recs)-1].seq
+	}
+	return 0
 }
 
 func (p *pending) lookupDedup(key []byte) (DedupRecord, bool) {
@@ -394,20 +462,28 @@ func (p *pending) size() int {
 	return n
 }
 
-// merge returns recs (from the index, ascending) with the pending records
-// for which in(seq) holds added, ascending and once each.
-func merge(recs []Record, prs []pendingRec, in func(seq uint64) bool) []Record {
-	for _, p := range prs {
-		if !in(p.seq) {
-			continue
-		}
-		i, found := sort.Find(len(recs), func(i int) int { return cmpSeq(p.seq, recs[i].Seq) })
-		if found {
-			continue
-		}
-		recs = slices.Insert(recs, i, Record{Seq: p.seq, Data: slices.Clone(p.data)})
+// merge returns recs (from the index, ascending) and prs (pending,
+// ascending) as one ascending list, once each.
+func merge(recs []Record, prs []pendingRec) []Record {
+	if len(prs) == 0 {
+		return recs
 	}
-	return recs
+	out := make([]Record, 0, len(recs)+len(prs))
+	i, j := 0, 0
+	for i < len(recs) || j < len(prs) {
+		switch {
+		case j == len(prs) || (i < len(recs) && recs[i].Seq < prs[j].seq):
+			out = append(out, recs[i])
+			i++
+		case i == len(recs) || prs[j].seq < recs[i].Seq:
+			out = append(out, Record{Seq: prs[j].seq, Data: slices.Clone(prs[j].data)})
+			j++
+		default: // in both: indexed since the snapshot
+			out = append(out, recs[i])
+			i, j = i+1, j+1
+		}
+	}
+	return out
 }
 
 func cmpSeq(a, b uint64) int {

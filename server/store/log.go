@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"encoding/binary"
+	"math"
 	"slices"
 
 	bolt "go.etcd.io/bbolt"
@@ -78,11 +79,7 @@ func dedupValue(conv string, seq uint64) []byte {
 
 // Head returns the newest committed seq of conv, 0 if it has none.
 func (s *Store) Head(conv string) (uint64, error) {
-	prs, _ := s.pend.view(conv)
-	var head uint64
-	if len(prs) > 0 {
-		head = prs[len(prs)-1].seq
-	}
+	head := s.pend.head(conv)
 	err := s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketMsgs).Bucket([]byte(conv))
 		if b == nil {
@@ -112,7 +109,11 @@ func (s *Store) Range(conv string, after, upto uint64, limit int) (recs []Record
 	if after == ^uint64(0) {
 		return nil, false, nil
 	}
-	prs, edits := s.pend.view(conv)
+	var before uint64
+	if upto != 0 {
+		before = upto + 1
+	}
+	prs, edits := s.pend.window(conv, after, before, min(limit, math.MaxInt-1)+1, false)
 	err = s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketMsgs).Bucket([]byte(conv))
 		if b == nil {
@@ -135,7 +136,7 @@ func (s *Store) Range(conv string, after, upto uint64, limit int) (recs []Record
 	if err != nil || len(prs)+len(edits) == 0 {
 		return recs, more, err
 	}
-	recs = merge(recs, prs, func(seq uint64) bool { return seq > after && (upto == 0 || seq <= upto) })
+	recs = merge(recs, prs)
 	if len(recs) > limit {
 		recs, more = recs[:max(limit, 0)], true
 	}
@@ -147,7 +148,7 @@ func (s *Store) Range(conv string, after, upto uint64, limit int) (recs []Record
 // (before == 0 means no bound: the newest page), oldest first, and whether
 // older ones exist.
 func (s *Store) Before(conv string, before uint64, limit int) (recs []Record, more bool, err error) {
-	prs, edits := s.pend.view(conv)
+	prs, edits := s.pend.window(conv, 0, before, min(limit, math.MaxInt-1)+1, true)
 	err = s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketMsgs).Bucket([]byte(conv))
 		if b == nil {
@@ -178,7 +179,7 @@ func (s *Store) Before(conv string, before uint64, limit int) (recs []Record, mo
 	if err != nil || len(prs)+len(edits) == 0 {
 		return recs, more, err
 	}
-	recs = merge(recs, prs, func(seq uint64) bool { return before == 0 || seq < before })
+	recs = merge(recs, prs)
 	if len(recs) > limit {
 		recs, more = recs[len(recs)-max(limit, 0):], true
 	}
@@ -204,8 +205,7 @@ func (s *Store) Count(conv string, after uint64, max int, keep func(data []byte)
 	if after == ^uint64(0) {
 		return 0, nil
 	}
-	prs, edits := s.pend.view(conv)
-	if len(prs)+len(edits) > 0 {
+	if s.pend.head(conv) > after || s.pend.hasEdits(conv) {
 		// Rare (a conversation written in the last moments): page through
 		// the merged view.
 		n := 0

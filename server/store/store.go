@@ -207,7 +207,12 @@ func Open(dir string, opts ...Option) (*Store, error) {
 
 // indexQueue bounds the journaled batches waiting for the writer; when it is
 // full the journaler waits, Append's queue fills and Append blocks.
-const indexQueue = 64
+const indexQueue = 16
+
+// maxBacklog is how many journaled messages the writer holds before it stops
+// taking more from the journaler (a failing or slow index commit): pending
+// memory stays bounded and Append blocks instead.
+const maxBacklog = 4 * indexChunk
 
 // openJournal creates the journal's bucket and replays what it holds.
 func (s *Store) openJournal() (uint64, error) {
@@ -332,7 +337,7 @@ func (s *Store) writer() {
 	receipts := make([]job, 0, s.opts.batchSize)
 	for jobs != nil || index != nil || len(backlog) > 0 {
 		in := index
-		if len(backlog) >= indexQueue*s.opts.batchSize {
+		if len(backlog) >= maxBacklog {
 			in = nil // far behind: let the journaler wait
 		}
 		if jobs == nil && index == nil {
