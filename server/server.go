@@ -43,7 +43,11 @@ type Config struct {
 	FlushInterval time.Duration // wait for more messages before a commit; default 0: commit as soon as the queue is empty
 	NoSync        bool          // benchmarks only: acknowledged messages may be lost on a crash
 	Window        uint64        // W: how far seqs may run ahead of the disk; default 4096
-	Tail          int           // committed messages kept in memory per conversation; default 256
+	// Pacing bounds how long a send into a saturated conversation (most of
+	// its subscribers backlogged but draining) waits for the fan-out to
+	// catch up; 0 means 250 ms, negative turns pacing off.
+	Pacing time.Duration
+	Tail   int // committed messages kept in memory per conversation; default 256
 
 	Queue     int           // per-stream outbound queue in frames; default 1024
 	MaxBody   int           // bytes; default 16384
@@ -155,7 +159,8 @@ func (s *Server) build() error {
 		return fmt.Errorf("server: max attachment must be 1 byte to 1 GiB, got %d", m)
 	}
 	var ropts []router.Option
-	ropts = append(ropts, router.WithWindow(s.window()), router.WithAckObserver(s.stats.Ack))
+	pacing := cmp.Or(s.cfg.Pacing, 250*time.Millisecond)
+	ropts = append(ropts, router.WithWindow(s.window()), router.WithAckObserver(s.stats.Ack), router.WithPacing(max(pacing, 0)))
 	if cfg.Tail != 0 {
 		ropts = append(ropts, router.WithTail(cfg.Tail))
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -50,12 +51,30 @@ type outbound struct {
 	ackQ     []*parleyv1.ChatResponse
 	ackReady chan struct{} // capacity 1: ackQ is not empty
 
+	// wrote is when the writer last finished writing a frame (unix ns):
+	// a stream whose queue is filling while it still writes is slow
+	// because the machine is busy, not stuck (see Backlogged).
+	wrote atomic.Int64
+
 	// Owned by the writer goroutine.
 	replays  []*replay
 	attached map[string]bool
 }
 
-var _ router.Subscriber = (*outbound)(nil)
+var (
+	_ router.Subscriber = (*outbound)(nil)
+	_ router.Backlogger = (*outbound)(nil)
+)
+
+// drainingWindow is how recently a backlogged stream must have written a
+// frame to count as draining rather than stuck.
+const drainingWindow = 20 * time.Millisecond
+
+// Backlogged implements router.Backlogger: the queue is more than half full
+// and the writer wrote within drainingWindow.
+func (o *outbound) Backlogged() bool {
+	return len(o.q) > cap(o.q)/2 && time.Now().UnixNano()-o.wrote.Load() < int64(drainingWindow)
+}
 
 // Items the writer handles besides frames and responses.
 type (
@@ -292,6 +311,7 @@ func (o *outbound) run(stream grpc.ServerStream, kind streamKind) (err error) {
 			err = o.sendAnswers(stream)
 		default:
 			err = stream.SendMsg(it)
+			o.wrote.Store(time.Now().UnixNano())
 		}
 		if err != nil {
 			return err

@@ -95,6 +95,7 @@ type AckFunc func(Result, error)
 var ErrClosed = errors.New("router: closed")
 
 type options struct {
+	pace   time.Duration
 	ackObs func(time.Duration)
 	tail   int
 	window uint64
@@ -103,6 +104,11 @@ type options struct {
 
 // Option configures New.
 type Option func(*options)
+
+// WithPacing sets how long Publish waits, at most, for a saturated
+// conversation (see Backlogger) to drain before it sequences more. Zero
+// turns pacing off: the fan-out then only ever cuts slow consumers.
+func WithPacing(d time.Duration) Option { return func(o *options) { o.pace = d } }
 
 // WithTail sets how many committed messages per conversation stay in memory
 // for catch-up without a disk read.
@@ -161,6 +167,20 @@ type conv struct {
 	tail    []*entry
 	subs    map[Subscriber]struct{}
 	advance chan struct{} // closed and replaced each time durable moves
+
+	// saturated is set by the last fan-out when most subscribers were
+	// backlogged; Publish reads it without the lock.
+	saturated atomic.Bool
+}
+
+// Backlogger is a Subscriber that can say whether its queue is filling up
+// while it is still draining. When most of a conversation's subscribers
+// are backlogged, the fan-out itself is the bottleneck (the machine is
+// saturated), not one reader: Publish then waits for them, up to the
+// pacing bound, instead of queueing until every stream is cut. A slow or
+// stuck minority is never waited for; its own queue cuts it.
+type Backlogger interface {
+	Backlogged() bool
 }
 
 // entry is a tail slot. committed and failed are guarded by conv.mu.
@@ -241,6 +261,7 @@ func (r *Router) conversation(id string) (*conv, error) {
 // caller must have checked that the sender may write to the conversation and
 // that ClientMsgID is not empty.
 func (r *Router) Publish(ctx context.Context, m Message, ack AckFunc) error {
+	r.pace(ctx, m.Conv)
 	for {
 		wait, appendLog, err := r.tryPublish(m, ack)
 		if appendLog != nil {
@@ -510,14 +531,60 @@ func (r *Router) Broadcast(convID string, f *Frame) {
 // deliver hands f to every live subscriber of c and forgets those that
 // refuse it. c.mu must be held.
 func (r *Router) deliver(c *conv, f *Frame) {
+	var n, behind int
 	for s := range c.subs {
 		if s.Deliver(f) {
 			r.delivered.Add(1)
+			if b, ok := s.(Backlogger); ok {
+				n++
+				if b.Backlogged() {
+					behind++
+				}
+			}
 		} else {
 			delete(c.subs, s)
 			r.subs.Add(-1)
 		}
 	}
+	c.saturated.Store(n >= 2 && 2*behind > n)
+}
+
+// pace waits while conv is saturated, up to the pacing bound or ctx's end,
+// rechecking its subscribers with a growing interval.
+func (r *Router) pace(ctx context.Context, convID string) {
+	if r.opts.pace <= 0 {
+		return
+	}
+	r.mu.Lock()
+	c := r.convs[convID]
+	r.mu.Unlock()
+	if c == nil || !c.saturated.Load() {
+		return
+	}
+	deadline := time.Now().Add(r.opts.pace)
+	for d := 100 * time.Microsecond; ctx.Err() == nil && time.Now().Before(deadline); d = min(2*d, 2*time.Millisecond) {
+		time.Sleep(d)
+		if !r.stillSaturated(c) {
+			return
+		}
+	}
+}
+
+func (r *Router) stillSaturated(c *conv) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var n, behind int
+	for s := range c.subs {
+		if b, ok := s.(Backlogger); ok {
+			n++
+			if b.Backlogged() {
+				behind++
+			}
+		}
+	}
+	sat := n >= 2 && 2*behind > n
+	c.saturated.Store(sat)
+	return sat
 }
 
 // Stats are the router's counters since start.

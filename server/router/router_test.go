@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -300,5 +302,74 @@ func copyFile(t *testing.T, from, to string) {
 		if err := os.WriteFile(filepath.Join(to, name), data, 0o600); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// backlogged is a subscriber whose queue reports itself filling up (and
+// draining) while behind is set.
+type backlogged struct {
+	recorder
+	behind atomic.Bool
+}
+
+func (b *backlogged) Backlogged() bool { return b.behind.Load() }
+
+// When most subscribers are backlogged the conversation is saturated and
+// the next publish waits for them; a backlogged minority is never waited
+// for.
+func TestPublishPacesASaturatedConversation(t *testing.T) {
+	tests := []struct {
+		name       string
+		subs, slow int
+		waits      bool
+	}{
+		{"majority behind", 3, 2, true},
+		{"all behind", 4, 4, true},
+		{"minority behind", 3, 1, false},
+		{"half behind", 4, 2, false},
+		{"alone", 1, 1, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// A bound far beyond the test's life: a publish that waits
+			// finishes only because the subscribers drained.
+			r, s := newRouter(t, t.TempDir(), WithPacing(time.Hour))
+			defer s.Close()
+			subs := make([]*backlogged, tt.subs)
+			for i := range subs {
+				subs[i] = &backlogged{}
+				subs[i].behind.Store(i < tt.slow)
+				if _, _, live, err := r.Catchup("room:p", 0, 10, subs[i]); err != nil || !live {
+					t.Fatalf("Catchup: live=%v %v", live, err)
+				}
+			}
+			publish(t, r, Message{Conv: "room:p", Sender: "a", ClientMsgID: "1", Body: "first"})
+
+			done := make(chan Result, 1)
+			go func() { done <- publish(t, r, Message{Conv: "room:p", Sender: "a", ClientMsgID: "2", Body: "second"}) }()
+			if !tt.waits {
+				if res := <-done; res.Seq != 2 {
+					t.Fatalf("second publish got seq %d", res.Seq)
+				}
+				return
+			}
+			select {
+			case <-done:
+				t.Fatal("a publish into a saturated conversation did not wait")
+			case <-time.After(50 * time.Millisecond):
+			}
+			if got := subs[0].seqs(); len(got) != 1 {
+				t.Fatalf("subscribers got %v while saturated, want only seq 1", got)
+			}
+			for _, sub := range subs {
+				sub.behind.Store(false)
+			}
+			if res := <-done; res.Seq != 2 {
+				t.Fatalf("second publish got seq %d", res.Seq)
+			}
+			if got := subs[0].seqs(); !slices.Equal(got, []uint64{1, 2}) {
+				t.Fatalf("subscriber got %v, want [1 2]", got)
+			}
+		})
 	}
 }

@@ -42,6 +42,7 @@ func run(args []string) error {
 	fs.BoolVar(&cfg.NoSync, "no-sync", false, "turn fsync off: for benchmarks only, a crash then loses acknowledged messages")
 	fs.Uint64Var(&window, "window", 4096, "how many seqs sequencing may run ahead of the disk; after a crash seqs resume past head+window")
 	fs.IntVar(&cfg.Tail, "tail", 256, "committed messages per conversation kept in memory for catch-up")
+	fs.DurationVar(&cfg.Pacing, "pacing", 250*time.Millisecond, "longest a send into a saturated conversation (most subscribers backlogged but draining) waits for the fan-out; 0: never wait, only cut slow consumers")
 	fs.IntVar(&cfg.Queue, "queue", 1024, "frames queued per stream before it is cut as a slow consumer")
 	fs.IntVar(&cfg.MaxBody, "max-body", 16<<10, "largest message body in bytes")
 	fs.IntVar(&cfg.MaxAttachment, "max-attachment", 8<<20, "largest attachment in bytes (uploads are one gRPC message of up to this plus 64 KiB)")
@@ -73,6 +74,9 @@ func run(args []string) error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if cfg.Pacing == 0 {
+		cfg.Pacing = -1 // the flag's 0 is "off"; Config's 0 is "default"
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
