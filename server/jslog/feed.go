@@ -224,21 +224,27 @@ func (l *Log) watch() {
 		}
 		ctx, cancel := context.WithTimeout(l.ctx, l.opts.timeout)
 		info, err := l.stream.Info(ctx)
-		if err == nil && info.State.LastSeq > last {
+		switch {
+		case err != nil:
+			// No leader yet: ask again at the next tick.
+		case info.State.LastSeq > last:
 			l.opts.logger.Warn("jslog: feed stalled; restarting it", "at", last, "stream", info.State.LastSeq)
 			from, _ := l.stopFeed()
 			if err := l.startFeed(ctx, from); err != nil {
 				l.opts.logger.Warn("jslog: feed restart failed; will retry", "err", err)
 			}
+			since = time.Now()
+		default:
+			since = time.Now() // idle, not stalled
 		}
 		cancel()
-		since = time.Now()
 	}
 }
 
 // feedStall is how long the feed may stand still behind the stream before
-// the watchdog restarts it.
-const feedStall = 3 * time.Second
+// the watchdog asks whether it is stalled. Asking costs a stream info
+// request, so an idle feed asks once per feedStall.
+const feedStall = 2 * time.Second
 
 // handle is the feed's callback: it runs for every message of the stream,
 // in order, on one goroutine.

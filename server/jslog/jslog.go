@@ -98,7 +98,9 @@ func WithReplicas(n int) Option { return func(o *options) { o.replicas = n } }
 // dedup bucket.
 func WithDuplicateWindow(d time.Duration) Option { return func(o *options) { o.window = d } }
 
-// WithTimeout bounds each JetStream request (default 5 s).
+// WithTimeout bounds each JetStream request (default 2 s). Every request
+// is safe to repeat, so a short bound only makes a request that went to a
+// server that died be repeated sooner.
 func WithTimeout(d time.Duration) Option { return func(o *options) { o.timeout = d } }
 
 // WithRetry sets how long a publish keeps retrying through leader elections
@@ -165,7 +167,7 @@ type Log struct {
 func New(ctx context.Context, nc *nats.Conn, opts ...Option) (*Log, error) {
 	o := options{
 		stream: "PARLEY_MSGS", prefix: "parley", replicas: 3, window: 2 * time.Minute,
-		timeout: 5 * time.Second, retry: 10 * time.Second, queue: 1024, tail: 128,
+		timeout: 2 * time.Second, retry: 10 * time.Second, queue: 1024, tail: 128,
 		logger: slog.Default(), now: time.Now,
 	}
 	for _, opt := range opts {

@@ -235,6 +235,7 @@ func TestLog(t *testing.T) {
 	t.Run("BroadcastReachesEveryNode", func(t *testing.T) { testBroadcast(t, c) })
 	t.Run("RefusingSubscriberIsDropped", func(t *testing.T) { testRefusingSubscriber(t, c) })
 	t.Run("Reads", func(t *testing.T) { testReads(t, c) })
+	t.Run("BeforePagesBackThroughEverything", func(t *testing.T) { testBeforePages(t, c) })
 	t.Run("Closed", func(t *testing.T) { testClosed(t, c) })
 }
 
@@ -667,5 +668,62 @@ func testClosed(t *testing.T, c *natstest.Cluster) {
 	}
 	if _, _, _, err := l.Catchup("room:x", 0, 10, &recorder{}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Catchup after Close: %v", err)
+	}
+}
+
+// Paging back with Before from the newest message reaches every message of
+// a conversation once, in order, however unevenly its seqs are spaced by
+// other conversations' traffic.
+func testBeforePages(t *testing.T, c *natstest.Cluster) {
+	opts := names()
+	a, b := node(t, c, 0, opts...), node(t, c, 1, opts...)
+	const conv, n = "room:paged", 150
+	var pending []<-chan outcome
+	for i := range n {
+		pending = append(pending, publishAsync(t, a, post(conv, "alice", fmt.Sprint(i))))
+		for j := range (i * 7) % 5 { // bursts of 0 to 4 messages elsewhere
+			pending = append(pending, publishAsync(t, b, post(fmt.Sprintf("room:noise%d", j), "bob", fmt.Sprint(i))))
+		}
+	}
+	for _, ch := range pending {
+		if o := <-ch; o.err != nil {
+			t.Fatal(o.err)
+		}
+	}
+	stored := all(t, a, conv)
+	if len(stored) != n {
+		t.Fatalf("%d stored, want %d", len(stored), n)
+	}
+	for _, l := range []*Log{a, b} {
+		for _, limit := range []int{1, 7, 37, 200} {
+			var got []uint64
+			var before uint64
+			for {
+				recs, more, err := l.Before(conv, before, limit)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(recs) > limit || (more && len(recs) < limit) {
+					t.Fatalf("Before(%d, %d): %d records, more=%v", before, limit, len(recs), more)
+				}
+				page := make([]uint64, len(recs))
+				for i, r := range recs {
+					page[i] = decode(t, r).GetSeq()
+				}
+				got = append(page, got...)
+				if !more {
+					break
+				}
+				before = recs[0].Seq
+			}
+			if len(got) != n {
+				t.Fatalf("limit %d: paged back through %d messages, want %d", limit, len(got), n)
+			}
+			for i, m := range stored {
+				if got[i] != m.GetSeq() {
+					t.Fatalf("limit %d: message %d has seq %d, want %d", limit, i, got[i], m.GetSeq())
+				}
+			}
+		}
 	}
 }

@@ -1,7 +1,6 @@
 package jslog
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,13 +10,14 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/server/natstest"
+	"github.com/parleychat/parley/server/router"
 )
 
 // Killing the stream leader's server while two nodes publish loses no
-// acknowledged message and stores none twice: failed publishes come back as
-// ErrUnavailable, their resends (same client id) are acked once, every ack
-// names where the message is, publishing resumes under the new leader, and
-// a live subscriber misses nothing.
+// acknowledged message and stores none twice: publishes that cannot finish
+// in time fail with ErrUnavailable, their resends (same client id) are
+// acked once, every ack names where the message is, publishing resumes
+// under the new leader, and a live subscriber misses nothing.
 func TestKillStreamLeader(t *testing.T) {
 	c := natstest.Start(t, natstest.Options{})
 	ctx := testCtx(t)
@@ -39,7 +39,10 @@ func TestKillStreamLeader(t *testing.T) {
 	if leader < 0 {
 		t.Fatalf("no leader among the nodes: %+v", info.Cluster)
 	}
-	a, b := node(t, c, others[0], opts...), node(t, c, others[1], opts...)
+	// a gives up quickly, so that some acks fail and are resent; b retries
+	// through the election.
+	a := node(t, c, others[0], append(opts, WithRetry(500*time.Millisecond))...)
+	b := node(t, c, others[1], opts...)
 
 	const conv, perNode, inflight = "room:failover", 150, 8
 	var watcher recorder
@@ -83,9 +86,10 @@ func TestKillStreamLeader(t *testing.T) {
 		}
 	}
 	<-killAt
+	killed := time.Now()
 	c.Nodes[leader].Kill()
 	wg.Wait()
-	t.Logf("%d acks failed with ErrUnavailable and were resent", unavailable.Load())
+	t.Logf("%d acks failed with ErrUnavailable and were resent; all acked %v after the kill", unavailable.Load(), time.Since(killed).Round(time.Millisecond))
 
 	for _, l := range []*Log{a, b} {
 		msgs := all(t, l, conv)
@@ -117,6 +121,7 @@ func TestKillStreamLeader(t *testing.T) {
 			t.Fatalf("frame %d has seq %d, want %d", i, f.Seq, stored[i].GetSeq())
 		}
 	}
+	t.Logf("subscriber complete %v after the kill", time.Since(killed).Round(time.Millisecond))
 	// Publishing goes on under the new leader.
 	publish(t, a, post(conv, "alice", "after"))
 }
@@ -133,4 +138,36 @@ func (w testWriter) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-var _ = context.Background
+// While JetStream is down, a publish fails with ErrUnavailable once its
+// retry period is over, and reads fail the same way; when it is back, the
+// resend is stored once and the chain goes on from the message before.
+func TestOutageIsRetryable(t *testing.T) {
+	c := natstest.Start(t, natstest.Options{Nodes: 1})
+	ctx := testCtx(t)
+	l := node(t, c, 0, append(names(), WithReplicas(1), WithRetry(300*time.Millisecond), WithTimeout(200*time.Millisecond))...)
+	const conv = "room:outage"
+	first := publish(t, l, post(conv, "alice", "1"))
+	c.Nodes[0].Stop()
+	if o := <-publishAsync(t, l, post(conv, "alice", "2")); !errors.Is(o.err, ErrUnavailable) {
+		t.Fatalf("publish during the outage: %+v, %v; want ErrUnavailable", o.res, o.err)
+	}
+	if _, _, err := l.Range("room:unread", 0, 0, 10); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Range during the outage: %v; want ErrUnavailable", err)
+	}
+	c.Nodes[0].Start()
+	c.Nodes[0].WaitReady()
+	var second router.Result
+	waitFor(t, ctx, "the resend's ack", func() bool {
+		o := <-publishAsync(t, l, post(conv, "alice", "2"))
+		if o.err != nil && !errors.Is(o.err, ErrUnavailable) {
+			t.Fatalf("resend: %v", o.err)
+		}
+		second = o.res
+		return o.err == nil
+	})
+	msgs := all(t, l, conv)
+	checkChain(t, msgs)
+	if len(msgs) != 2 || msgs[0].GetSeq() != first.Seq || msgs[1].GetSeq() != second.Seq {
+		t.Fatalf("stored %v, want 1 at %d and 2 at %d", msgs, first.Seq, second.Seq)
+	}
+}

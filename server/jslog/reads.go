@@ -138,32 +138,99 @@ func (l *Log) records(ctx context.Context, convID string, msgs []rawMsg) ([]stor
 
 // Before returns up to limit messages of conv with seq < before (before ==
 // 0 means no bound: the newest page), oldest first, and whether older ones
-// exist. It walks back along prev_seq, one direct get per message.
+// exist.
 func (l *Log) Before(convID string, before uint64, limit int) ([]store.Record, bool, error) {
 	c, head, err := l.known(convID)
 	if err != nil {
 		return nil, false, err
 	}
 	ctx := l.ctx
-	seq, err := l.newestBelow(ctx, c, before, head)
+	end, err := l.newestBelow(ctx, c, before, head)
+	if err != nil || end == 0 || limit <= 0 {
+		return nil, end != 0, err
+	}
+	msgs, more, err := l.backward(ctx, c, end, limit)
 	if err != nil {
 		return nil, false, err
 	}
-	var msgs []rawMsg
-	for seq != 0 && len(msgs) < limit {
-		m, err := l.getSeq(ctx, seq, true)
-		if errors.Is(err, errNotFound) {
-			return nil, false, fmt.Errorf("jslog: %s#%d is missing from the stream", convID, seq)
+	recs, err := l.records(ctx, convID, msgs)
+	return recs, more, err
+}
+
+// backward returns the limit messages of c that end at end (a stored seq
+// of c), oldest first, and whether older ones exist. prev_seq tells where
+// each message's predecessor is but not where the page starts, so it
+// guesses a start from the spacing of the messages seen so far and reads
+// forward from there in batches: a few requests per page, not one per
+// message.
+func (l *Log) backward(ctx context.Context, c *conv, end uint64, limit int) ([]rawMsg, bool, error) {
+	last, err := l.getSeq(ctx, end, true)
+	if errors.Is(err, errNotFound) || (err == nil && last.subject != c.subject) {
+		return nil, false, fmt.Errorf("jslog: %s#%d is missing from the stream", c.id, end)
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	page := []rawMsg{last}
+	for len(page) < limit {
+		p := prevSeq(page[0].data)
+		if p == 0 {
+			return page, false, nil
 		}
+		need := limit - len(page)
+		spacing := max((end-p)/uint64(len(page)), 1)
+		start := p - min(p-1, 2*spacing*uint64(need))
+		older, err := l.chunk(ctx, c, start, p, need)
 		if err != nil {
 			return nil, false, err
 		}
-		msgs = append(msgs, m)
-		seq = prevSeq(m.data)
+		if len(older) == 0 {
+			// A replica was behind: take p from the leader.
+			m, err := l.leaderGet(ctx, l.opts.stream, getRequest{Seq: p})
+			if err != nil {
+				return nil, false, fmt.Errorf("jslog: %s#%d: %w", c.id, p, err)
+			}
+			older = []rawMsg{m}
+		}
+		page = append(older, page...)
 	}
-	slices.Reverse(msgs)
-	recs, err := l.records(ctx, convID, msgs)
-	return recs, seq != 0, err
+	if len(page) > limit {
+		page = page[len(page)-limit:]
+	}
+	return page, prevSeq(page[0].data) != 0, nil
+}
+
+// chunk returns up to need messages of c from start through p (a stored
+// seq of c), the newest ones, oldest first; nil if the replica that
+// answered had not got p yet.
+func (l *Log) chunk(ctx context.Context, c *conv, start, p uint64, need int) ([]rawMsg, error) {
+	batch := 2*need + 8
+	var out []rawMsg
+	for {
+		msgs, err := l.directBatch(ctx, l.opts.stream, getRequest{Seq: start, NextFor: c.subject, Batch: batch})
+		if err != nil {
+			return nil, err
+		}
+		n := 0
+		for n < len(msgs) && msgs[n].seq <= p {
+			if (n == 0 && len(out) > 0 && prevSeq(msgs[0].data) != out[len(out)-1].seq) ||
+				(n > 0 && prevSeq(msgs[n].data) != msgs[n-1].seq) {
+				return nil, nil // a hole: not to be trusted
+			}
+			n++
+		}
+		out = append(out, msgs[:n]...)
+		if len(out) > need {
+			out = out[len(out)-need:]
+		}
+		switch {
+		case n > 0 && msgs[n-1].seq == p:
+			return out, nil
+		case n < len(msgs) || len(msgs) < batch:
+			return nil, nil // past p without p, or the replica ended before it
+		}
+		start = msgs[n-1].seq + 1 // the batch filled up before p: read on
+	}
 }
 
 // newestBelow is the seq of c's newest message before before (0: none;
