@@ -68,7 +68,7 @@ var (
 
 // drainingWindow is how recently a backlogged stream must have written a
 // frame to count as draining rather than stuck.
-const drainingWindow = 20 * time.Millisecond
+const drainingWindow = 500 * time.Millisecond
 
 // Backlogged implements router.Backlogger: the queue is more than half full
 // and the writer wrote within drainingWindow.

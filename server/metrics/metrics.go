@@ -120,6 +120,7 @@ func (m *Metrics) Watch(r *router.Router, svc *chat.Service) {
 		counter("parley_messages_routed_total", "Messages sequenced by the router.", func() float64 { return float64(r.Stats().Routed) }),
 		counter("parley_fanout_deliveries_total", "Frames handed to subscribers' queues.", func() float64 { return float64(r.Stats().Deliveries) }),
 		gauge("parley_write_behind_pending", "Messages delivered but not yet committed: the write-behind lag.", func() float64 { return float64(r.Stats().Pending) }),
+		counter("parley_paced_sends_total", "Sends that waited for a saturated conversation's fan-out to drain.", func() float64 { return float64(r.Stats().Paced) }),
 		gauge("parley_subscriptions", "Live (conversation, stream) subscriptions.", func() float64 { return float64(r.Stats().Subscriptions) }),
 		gauge("parley_streams", "Open Chat and Subscribe streams.", func() float64 { return float64(svc.Stats().Streams) }),
 		gauge("parley_stream_queue_frames", "Frames waiting in all streams' outbound queues.", func() float64 { return float64(svc.Stats().QueuedFrames) }),

@@ -135,7 +135,7 @@ type Router struct {
 	shards [64]dedupShard
 
 	// Counters for metrics; see Stats.
-	routed, delivered, pending, subs atomic.Int64
+	routed, delivered, pending, subs, paced atomic.Int64
 
 	mu     sync.Mutex       // protects convs and closed
 	convs  map[string]*conv // conversations touched since start
@@ -561,6 +561,7 @@ func (r *Router) pace(ctx context.Context, convID string) {
 	if c == nil || !c.saturated.Load() {
 		return
 	}
+	r.paced.Add(1)
 	deadline := time.Now().Add(r.opts.pace)
 	for d := 100 * time.Microsecond; ctx.Err() == nil && time.Now().Before(deadline); d = min(2*d, 2*time.Millisecond) {
 		time.Sleep(d)
@@ -593,11 +594,12 @@ type Stats struct {
 	Deliveries    int64 // frames handed to subscribers (messages and events)
 	Pending       int64 // messages sequenced but not yet committed: the write-behind lag
 	Subscriptions int64 // live (conversation, subscriber) pairs
+	Paced         int64 // publishes that waited for a saturated conversation
 }
 
 // Stats returns the counters. It is safe for concurrent use.
 func (r *Router) Stats() Stats {
-	return Stats{Routed: r.routed.Load(), Deliveries: r.delivered.Load(), Pending: r.pending.Load(), Subscriptions: r.subs.Load()}
+	return Stats{Routed: r.routed.Load(), Deliveries: r.delivered.Load(), Pending: r.pending.Load(), Subscriptions: r.subs.Load(), Paced: r.paced.Load()}
 }
 
 // Unsubscribe detaches sub from conv. Frames already queued stay queued.
