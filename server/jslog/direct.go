@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -114,18 +116,14 @@ func (l *Log) directBatch(ctx context.Context, stream string, req getRequest) ([
 }
 
 func (l *Log) directBatchOnce(ctx context.Context, stream string, body []byte) ([]rawMsg, error) {
-	inbox := l.nc.NewInbox()
-	sub, err := l.nc.SubscribeSync(inbox)
-	if err != nil {
-		return nil, unavailable("jslog: batch get", err)
-	}
-	defer func() { _ = sub.Unsubscribe() }()
-	if err := l.nc.PublishRequest("$JS.API.DIRECT.GET."+stream, inbox, body); err != nil {
+	token, r := l.replies.open()
+	defer l.replies.close(token)
+	if err := l.nc.PublishRequest("$JS.API.DIRECT.GET."+stream, l.replies.prefix+token, body); err != nil {
 		return nil, unavailable("jslog: batch get", err)
 	}
 	var out []rawMsg
 	for {
-		m, err := sub.NextMsgWithContext(ctx)
+		m, err := r.next(ctx)
 		if err != nil {
 			return nil, unavailable("jslog: batch get", err)
 		}
@@ -142,6 +140,83 @@ func (l *Log) directBatchOnce(ctx context.Context, stream string, body []byte) (
 			return nil, err
 		}
 		out = append(out, r)
+	}
+}
+
+// replyMux receives the answers to batched gets on one wildcard
+// subscription, so that a batch costs no subscription of its own (which
+// would have to reach the answering server before the answer could).
+type replyMux struct {
+	prefix string // "<inbox>."
+	sub    *nats.Subscription
+	n      atomic.Uint64
+
+	mu      sync.Mutex // protects waiting
+	waiting map[string]*replies
+}
+
+// replies collects one request's answers; the subscription's callback
+// never blocks on them.
+type replies struct {
+	mu    sync.Mutex // protects msgs
+	msgs  []*nats.Msg
+	ready chan struct{} // capacity 1: msgs is not empty
+}
+
+func (x *replyMux) start(nc *nats.Conn) error {
+	x.prefix = nc.NewInbox() + "."
+	x.waiting = make(map[string]*replies)
+	sub, err := nc.Subscribe(x.prefix+"*", func(m *nats.Msg) {
+		x.mu.Lock()
+		r := x.waiting[m.Subject[len(x.prefix):]]
+		x.mu.Unlock()
+		if r == nil {
+			return // the request gave up
+		}
+		r.mu.Lock()
+		r.msgs = append(r.msgs, m)
+		r.mu.Unlock()
+		select {
+		case r.ready <- struct{}{}:
+		default:
+		}
+	})
+	x.sub = sub
+	return err
+}
+
+func (x *replyMux) open() (string, *replies) {
+	token := strconv.FormatUint(x.n.Add(1), 36)
+	r := &replies{ready: make(chan struct{}, 1)}
+	x.mu.Lock()
+	x.waiting[token] = r
+	x.mu.Unlock()
+	return token, r
+}
+
+func (x *replyMux) close(token string) {
+	x.mu.Lock()
+	delete(x.waiting, token)
+	x.mu.Unlock()
+}
+
+// next returns the next answer, in the order they arrived.
+func (r *replies) next(ctx context.Context) (*nats.Msg, error) {
+	for {
+		r.mu.Lock()
+		if len(r.msgs) > 0 {
+			m := r.msgs[0]
+			r.msgs[0] = nil
+			r.msgs = r.msgs[1:]
+			r.mu.Unlock()
+			return m, nil
+		}
+		r.mu.Unlock()
+		select {
+		case <-r.ready:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 }
 

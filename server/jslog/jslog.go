@@ -143,8 +143,9 @@ type Log struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // publishers and settlers
 
-	repair jetstream.ConsumeContext
-	events *nats.Subscription
+	repair  jetstream.ConsumeContext
+	events  *nats.Subscription
+	replies replyMux
 
 	feedMu  sync.Mutex               // protects feed and feedGen; held while the feed handles a message
 	feed    jetstream.ConsumeContext // the running feed, nil if none
@@ -209,6 +210,9 @@ func New(ctx context.Context, nc *nats.Conn, opts ...Option) (*Log, error) {
 // API may not answer for a moment.
 func (l *Log) setup(ctx context.Context) error {
 	step := func(f func(ctx context.Context) error) error { return l.retry(ctx, f) }
+	if err := l.replies.start(l.nc); err != nil {
+		return fmt.Errorf("jslog: subscribe to replies: %w", err)
+	}
 	var info *jetstream.StreamInfo
 	err := step(func(ctx context.Context) error {
 		var err error
@@ -336,8 +340,10 @@ func (l *Log) Close() {
 		l.repair.Stop()
 		closed = append(closed, l.repair.Closed())
 	}
-	if l.events != nil {
-		_ = l.events.Unsubscribe()
+	for _, sub := range []*nats.Subscription{l.events, l.replies.sub} {
+		if sub != nil {
+			_ = sub.Unsubscribe()
+		}
 	}
 	for _, ch := range closed {
 		select {

@@ -24,7 +24,7 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // testCtx bounds a test.
-func testCtx(t *testing.T) context.Context {
+func testCtx(t testing.TB) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
@@ -42,7 +42,7 @@ func names() []Option {
 
 // node starts a Log on its own connection to cluster node i (falling back
 // to the others), as one parleyd would.
-func node(t *testing.T, c *natstest.Cluster, i int, opts ...Option) *Log {
+func node(t testing.TB, c *natstest.Cluster, i int, opts ...Option) *Log {
 	t.Helper()
 	urls := []string{c.Nodes[i].URL}
 	for j, n := range c.Nodes {
