@@ -275,7 +275,7 @@ func (s *Service) notify(c store.Conversation, sender string, res router.Result,
 					return
 				}
 			}
-			o.offer(frame)
+			o.notify(c.ID, frame)
 		}
 	}
 	if len(offline) > 0 && s.opts.webhook != nil {

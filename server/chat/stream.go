@@ -34,8 +34,12 @@ type outbound struct {
 
 	// following is the set of conversations this stream asked to follow; a
 	// new post elsewhere earns a Notification instead.
-	followMu  sync.Mutex // protects following
+	followMu  sync.Mutex // protects following and noted
 	following map[string]bool
+	// noted holds the conversations with a Notification queued and not yet
+	// written: later posts there are folded into it, so a busy room costs a
+	// stream that does not follow it one frame at a time, not one per post.
+	noted map[string]bool
 
 	// inflight holds a token for every send on a Chat stream whose answer
 	// has not been written yet. The reader takes one before publishing, so
@@ -189,6 +193,39 @@ func (o *outbound) offer(f *router.Frame) {
 	}
 }
 
+// note is a queued Notification of conv.
+type note struct {
+	conv  string
+	frame *router.Frame
+}
+
+// notify queues a Notification of conv unless one is already waiting; like
+// other events it is dropped (and counted) when the queue is full.
+func (o *outbound) notify(conv string, f *router.Frame) {
+	o.followMu.Lock()
+	if o.noted[conv] {
+		o.followMu.Unlock()
+		return
+	}
+	if o.noted == nil {
+		o.noted = make(map[string]bool)
+	}
+	o.noted[conv] = true
+	o.followMu.Unlock()
+	select {
+	case o.q <- note{conv: conv, frame: f}:
+	default:
+		o.svc.droppedEvents.Add(1)
+		o.noteSent(conv)
+	}
+}
+
+func (o *outbound) noteSent(conv string) {
+	o.followMu.Lock()
+	delete(o.noted, conv)
+	o.followMu.Unlock()
+}
+
 // push queues item without blocking, or ends the stream as a slow consumer.
 func (o *outbound) push(item any) bool {
 	select {
@@ -309,6 +346,9 @@ func (o *outbound) run(stream grpc.ServerStream, kind streamKind) (err error) {
 			eof = true
 		case chan struct{}:
 			err = o.sendAnswers(stream)
+		case note:
+			o.noteSent(it.conv)
+			err = stream.SendMsg(it.frame)
 		default:
 			err = stream.SendMsg(it)
 			o.wrote.Store(time.Now().UnixNano())
