@@ -54,6 +54,11 @@ func (c *conv) head() uint64 { return max(c.base, c.fed) }
 
 // conversation returns id's state, creating it if needed.
 func (l *Log) conversation(id string) (*conv, error) {
+	if id == "" || strings.ContainsAny(id, " \t\r\n.*>") {
+		// Conversation ids are subject-safe by construction; one that is
+		// not would address other subjects.
+		return nil, fmt.Errorf("jslog: conversation id %q cannot be a subject token", id)
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {

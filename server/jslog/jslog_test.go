@@ -652,6 +652,14 @@ func testReads(t *testing.T, c *natstest.Cluster) {
 			t.Errorf("Head: %d, %v, want %d", h, err, seqs[9])
 		}
 	}
+	for _, bad := range []string{"", "room:a.b", "room:*", "room:>", "room:a b"} {
+		if _, _, err := a.Range(bad, 0, 0, 1); err == nil {
+			t.Errorf("Range(%q) worked; want an error", bad)
+		}
+		if err := a.Publish(context.Background(), post(bad, "alice", "x"), func(router.Result, error) {}); err == nil {
+			t.Errorf("Publish to %q worked; want an error", bad)
+		}
+	}
 	if _, ok, err := a.Dedup("alice", "no such id"); err != nil || ok {
 		t.Errorf("Dedup of an unknown id: %v, %v", ok, err)
 	}

@@ -273,23 +273,25 @@ func (l *Log) Last(convID string) (store.Record, bool, error) {
 	if err != nil || seq == 0 {
 		return store.Record{}, false, err
 	}
-	return l.get(c, seq, true)
+	return l.get(c, seq)
 }
 
-// Get returns the message conv#seq, or ok == false.
+// Get returns the message conv#seq, or ok == false. A seq that a replica
+// does not have is asked of the leader, so a message acknowledged through
+// another node a moment ago is found.
 func (l *Log) Get(convID string, seq uint64) (store.Record, bool, error) {
-	c, head, err := l.known(convID)
+	c, _, err := l.known(convID)
 	if err != nil {
 		return store.Record{}, false, err
 	}
-	return l.get(c, seq, seq <= head)
+	return l.get(c, seq)
 }
 
-func (l *Log) get(c *conv, seq uint64, mayExist bool) (store.Record, bool, error) {
+func (l *Log) get(c *conv, seq uint64) (store.Record, bool, error) {
 	if seq == 0 {
 		return store.Record{}, false, nil
 	}
-	m, err := l.getSeq(l.ctx, seq, mayExist)
+	m, err := l.getSeq(l.ctx, seq, true)
 	if errors.Is(err, errNotFound) {
 		return store.Record{}, false, nil
 	}
