@@ -224,8 +224,8 @@ func (s *SuiteReport) LatencySVG(w io.Writer) {
 	c.start(chartWidth, h, "Delivery latency: Parley and a bare gRPC fan-out server",
 		"Latency percentiles in milliseconds, log scale, from the time each message was scheduled to its delivery, and the p99 of the send acknowledgement; lower is better.")
 	c.text(24, 32, 19, "start", colorText, "600", "Delivery latency: Parley vs a bare gRPC fan-out server")
-	c.text(24, 54, 13, "start", colorMuted, "normal", "Scheduled send → delivery, in ms on a log scale; lower is better.")
-	c.text(24, 72, 12, "start", colorMuted, "normal", s.shortMachine()+".")
+	c.text(24, 54, 13, "start", colorMuted, "normal", "Scheduled send → delivery, in ms on a log scale; lower is better."+s.quickNote())
+	c.text(24, 72, 12, "start", colorMuted, "normal", s.shortMachine())
 	c.legend(chartWidth-24, 100, [][2]string{{"Parley", colorParley}, {"baseline", colorBase}}, true)
 
 	left, right, top, floor := 74.0, float64(chartWidth-24), 136.0, float64(h-92)
@@ -303,15 +303,24 @@ func (s *SuiteReport) LatencySVG(w io.Writer) {
 
 // shortMachine is the machine in a few words, for a chart's subtitle.
 func (s *SuiteReport) shortMachine() string {
-	where := "servers in child processes"
+	where := "servers (child processes)"
 	if strings.Contains(s.Where, "load generator's process") {
-		where = "servers in-process"
+		where = "servers (in-process)"
 	}
-	txt := fmt.Sprintf("%d CPUs, load generator and %s on one machine, fsync on, %s", s.Machine.CPUs, where, s.Started.Format("2006-01-02"))
+	txt := fmt.Sprintf("%d CPUs, client and %s on one machine, fsync on; %s", s.Machine.CPUs, where, s.Started.Format("2006-01-02"))
+	if load, _, ok := strings.Cut(s.Machine.LoadAvg, " "); ok {
+		// The machine's load says how far to trust the rest.
+		txt += ", load average " + load + " at start"
+	}
+	return txt + "."
+}
+
+// quickNote marks a chart drawn from --quick sizes.
+func (s *SuiteReport) quickNote() string {
 	if s.Quick {
-		txt += "; --quick: not a measurement"
+		return " --quick sizes: not a measurement."
 	}
-	return txt
+	return ""
 }
 
 // ThroughputSVG draws the open-loop room throughput, Parley beside the
@@ -334,8 +343,8 @@ func (s *SuiteReport) ThroughputSVG(w io.Writer) {
 	c.start(chartWidth, h, "Open-loop room throughput: Parley and a bare gRPC fan-out server",
 		"Messages delivered per second to every subscriber of one room, senders as fast as the server takes them; higher is better. The target is 0.9 times the baseline.")
 	c.text(24, 32, 19, "start", colorText, "600", "Room throughput at open-loop maximum")
-	c.text(24, 54, 13, "start", colorMuted, "normal", "Messages delivered per second to all subscribers; higher is better.")
-	c.text(24, 72, 12, "start", colorMuted, "normal", s.shortMachine()+".")
+	c.text(24, 54, 13, "start", colorMuted, "normal", "Messages delivered per second to all subscribers; higher is better."+s.quickNote())
+	c.text(24, 72, 12, "start", colorMuted, "normal", s.shortMachine())
 	c.legend(chartWidth-24, 100, [][2]string{{"Parley", colorParley}, {"baseline", colorBase}}, true)
 	left, right := 24.0, float64(chartWidth-110)
 	if len(rows) == 0 {
