@@ -225,6 +225,7 @@ func waitFor(t *testing.T, ctx context.Context, what string, cond func() bool) {
 // TestLog runs the behaviour tests on one shared three-node cluster, each
 // on a stream of its own.
 func TestLog(t *testing.T) {
+	t.Parallel() // each test has a cluster of its own
 	c := natstest.Start(t, natstest.Options{})
 	t.Run("ConcurrentPublishersKeepTheChain", func(t *testing.T) { testConcurrentPublishers(t, c) })
 	t.Run("LiveAcrossNodes", func(t *testing.T) { testLiveAcrossNodes(t, c) })
@@ -393,16 +394,18 @@ func testCatchupWhilePublishing(t *testing.T, c *natstest.Cluster) {
 // it (from the dedup bucket), on the node that took the original or on
 // another one.
 func testResends(t *testing.T, c *natstest.Cluster) {
+	ctx := testCtx(t)
 	const window = 500 * time.Millisecond
 	opts := append(names(), WithDuplicateWindow(window))
 	a, b := node(t, c, 0, opts...), node(t, c, 1, opts...)
 	const conv = "room:resend"
-	for _, tc := range []struct {
+	cases := []struct {
 		name      string
 		resender  *Log
 		conv      string
 		dropEntry bool // delete the dedup entry first: only JetStream's window can answer
 		afterWin  bool
+		orig      router.Result
 	}{
 		{name: "inside the window, same node", resender: a, conv: conv},
 		{name: "inside the window, other node", resender: b, conv: conv},
@@ -410,34 +413,54 @@ func testResends(t *testing.T, c *natstest.Cluster) {
 		{name: "after the window, same node", resender: a, conv: conv, afterWin: true},
 		{name: "after the window, other node", resender: b, conv: conv, afterWin: true},
 		{name: "after the window, to another conversation", resender: b, conv: "room:other", afterWin: true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			id := strings.ReplaceAll(tc.name, " ", "-")
-			orig := publish(t, a, post(conv, "alice", id))
-			if tc.dropEntry {
-				if err := a.dedup.Purge(testCtx(t), dedupKey("alice", id)); err != nil {
-					t.Fatal(err)
+	}
+	id := func(name string) string { return strings.ReplaceAll(name, " ", "-") }
+	for i := range cases {
+		cases[i].orig = publish(t, a, post(conv, "alice", id(cases[i].name)))
+	}
+	// The repairer would write a dropped entry again: let it finish first.
+	waitFor(t, ctx, "the repairer", func() bool {
+		cons, err := a.stream.Consumer(ctx, a.opts.stream+"_REPAIR")
+		if err != nil {
+			return false
+		}
+		info, err := cons.Info(ctx)
+		return err == nil && info.AckFloor.Stream >= cases[len(cases)-1].orig.Seq
+	})
+	for _, tc := range cases {
+		if tc.dropEntry {
+			if err := a.dedup.Purge(ctx, dedupKey("alice", id(tc.name))); err != nil {
+				t.Fatal(err)
+			}
+			if _, ok, err := a.Dedup("alice", id(tc.name)); err != nil || ok {
+				t.Fatalf("dedup entry still there: %v, %v", ok, err)
+			}
+		}
+	}
+	windowOver := time.Now().Add(2 * window)
+	for _, afterWin := range []bool{false, true} {
+		if afterWin {
+			time.Sleep(time.Until(windowOver)) // let JetStream forget the ids
+		}
+		for _, tc := range cases {
+			if tc.afterWin != afterWin {
+				continue
+			}
+			t.Run(tc.name, func(t *testing.T) {
+				again := publish(t, tc.resender, post(tc.conv, "alice", id(tc.name)))
+				if !again.Duplicate || again.Seq != tc.orig.Seq || again.Conv != conv || !again.SentAt.Equal(tc.orig.SentAt) {
+					t.Fatalf("resend acked with %+v, want the original %+v with Duplicate", again, tc.orig)
 				}
-				if _, ok, err := a.Dedup("alice", id); err != nil || ok {
-					t.Fatalf("dedup entry still there: %v, %v", ok, err)
+				if rec, ok, err := b.Dedup("alice", id(tc.name)); err != nil || !ok || rec.Seq != tc.orig.Seq || rec.Conv != conv {
+					t.Fatalf("Dedup: %+v, %v, %v", rec, ok, err)
 				}
-			}
-			if tc.afterWin {
-				time.Sleep(2 * window) // let JetStream forget the id
-			}
-			again := publish(t, tc.resender, post(tc.conv, "alice", id))
-			if !again.Duplicate || again.Seq != orig.Seq || again.Conv != conv || !again.SentAt.Equal(orig.SentAt) {
-				t.Fatalf("resend acked with %+v, want the original %+v with Duplicate", again, orig)
-			}
-			if rec, ok, err := b.Dedup("alice", id); err != nil || !ok || rec.Seq != orig.Seq || rec.Conv != conv {
-				t.Fatalf("Dedup: %+v, %v, %v", rec, ok, err)
-			}
-		})
+			})
+		}
 	}
 	msgs := all(t, a, conv)
 	checkChain(t, msgs)
-	if len(msgs) != 6 {
-		t.Fatalf("%d messages stored, want 6", len(msgs))
+	if len(msgs) != len(cases) {
+		t.Fatalf("%d messages stored, want %d", len(msgs), len(cases))
 	}
 	if other := all(t, a, "room:other"); len(other) != 0 {
 		t.Fatalf("resend to another conversation stored %d messages", len(other))

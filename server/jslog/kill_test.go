@@ -19,6 +19,7 @@ import (
 // acked once, every ack names where the message is, publishing resumes
 // under the new leader, and a live subscriber misses nothing.
 func TestKillStreamLeader(t *testing.T) {
+	t.Parallel() // each test has a cluster of its own
 	c := natstest.Start(t, natstest.Options{})
 	ctx := testCtx(t)
 	opts := append(names(), WithRetry(20*time.Second), WithLogger(testLogger(t)))
@@ -142,6 +143,7 @@ func (w testWriter) Write(b []byte) (int, error) {
 // retry period is over, and reads fail the same way; when it is back, the
 // resend is stored once and the chain goes on from the message before.
 func TestOutageIsRetryable(t *testing.T) {
+	t.Parallel() // each test has a cluster of its own
 	c := natstest.Start(t, natstest.Options{Nodes: 1})
 	ctx := testCtx(t)
 	l := node(t, c, 0, append(names(), WithReplicas(1), WithRetry(300*time.Millisecond), WithTimeout(200*time.Millisecond))...)
