@@ -132,7 +132,7 @@ func TestAttachmentStoredOnce(t *testing.T) {
 	if a.GetId() != b.GetId() {
 		t.Fatalf("one content got two ids: %s, %s", a.GetId(), b.GetId())
 	}
-	blobs, size, err := n.store.BlobUsage()
+	blobs, size, err := n.store.(*store.Store).BlobUsage()
 	if err != nil || blobs != 1 || size != int64(len(data)) {
 		t.Fatalf("store holds %d blobs of %d bytes in all (%v); want 1 of %d", blobs, size, err, len(data))
 	}
@@ -238,7 +238,7 @@ func TestAttachmentLimits(t *testing.T) {
 	// read; the code is the same.
 	_, err = client.Upload(alice.ctx(t), &parleyv1.UploadRequest{Name: "huge.bin", Data: randomFile(t, 4*limit)})
 	wantCode(t, "far over the limit", err, codes.ResourceExhausted, "")
-	if blobs, _, _ := n.store.BlobUsage(); blobs != 1 {
+	if blobs, _, _ := n.store.(*store.Store).BlobUsage(); blobs != 1 {
 		t.Fatalf("store holds %d blobs; refused uploads must not be stored", blobs)
 	}
 

@@ -1,4 +1,5 @@
-// Package server assembles a Parley node: the bbolt store, the router, the
+// Package server assembles a Parley node: its backend (the embedded router
+// and bbolt store, or a NATS JetStream cluster shared with other nodes), the
 // gRPC services, and one port that serves native gRPC, grpc-web and plain
 // HTTP. parleyd is a thin main around it; tests start it on a loopback port.
 package server
@@ -29,15 +30,22 @@ import (
 	"github.com/parleychat/parley/server/chat"
 	"github.com/parleychat/parley/server/metrics"
 	"github.com/parleychat/parley/server/notify"
-	"github.com/parleychat/parley/server/router"
-	"github.com/parleychat/parley/server/store"
 )
 
 // Config is everything a node needs. The zero value of a field means its
 // default, listed with each field; parleyd exposes each one as a flag.
 type Config struct {
 	Addr    string // listen address; default ":8080"
-	DataDir string // default "./data"
+	DataDir string // default "./data"; unused in cluster mode
+
+	// NATSURL switches on cluster mode: the node keeps nothing of its own
+	// and shares the log, the sequencer and all state with the other
+	// nodes through the NATS JetStream cluster at these URLs
+	// (comma-separated). Empty: the embedded router and bbolt store.
+	NATSURL string
+	// NATSReplicas is the replication of the JetStream stream and buckets
+	// the first node creates; default 3.
+	NATSReplicas int
 
 	BatchSize     int           // messages per journal commit; default 4096
 	FlushInterval time.Duration // wait for more messages before a commit; default 0: commit as soon as the queue is empty
@@ -82,8 +90,10 @@ type Config struct {
 type Server struct {
 	cfg    Config
 	log    *slog.Logger
-	store  *store.Store
-	router *router.Router
+	store  chat.Store
+	router chat.Router
+	back   *backend
+	stop   func() // ends the conversation watch; nil without one
 	chat   *chat.Service
 	hook   *notify.Notifier // nil without a webhook
 	grpc   *grpc.Server
@@ -114,24 +124,24 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, stats: metrics.New()}
 
-	var sopts []store.Option
-	if cfg.BatchSize != 0 {
-		sopts = append(sopts, store.WithBatchSize(cfg.BatchSize))
+	var err error
+	if cfg.NATSURL != "" {
+		s.back, err = openCluster(cfg, s.stats)
+	} else {
+		s.back, err = openLocal(cfg, s.window(), s.stats)
 	}
-	if cfg.FlushInterval != 0 {
-		sopts = append(sopts, store.WithFlushInterval(cfg.FlushInterval))
-	}
-	sopts = append(sopts, store.WithRewrite(router.Rewrite), store.WithNoSync(cfg.NoSync), store.WithLogger(cfg.Logger), store.WithCommitObserver(s.stats.Commit), store.WithIndexObserver(s.stats.Index))
-	st, err := store.Open(cfg.DataDir, sopts...)
 	if err != nil {
 		return nil, err
 	}
-	s.store = st
+	s.store, s.router = s.back.store, s.back.router
 	if err := s.build(); err != nil {
-		st.Close()
+		if s.stop != nil {
+			s.stop()
+		}
+		s.back.close()
 		return nil, err
 	}
-	if st.Unclean() {
+	if s.back.unclean {
 		s.log.Warn("previous run did not stop cleanly; sequencing resumes past the write-behind window", "window", s.window())
 	}
 	return s, nil
@@ -158,21 +168,10 @@ func (s *Server) build() error {
 	if m := s.maxAttachment(); m <= 0 || m > 1<<30 {
 		return fmt.Errorf("server: max attachment must be 1 byte to 1 GiB, got %d", m)
 	}
-	var ropts []router.Option
-	pacing := cmp.Or(s.cfg.Pacing, 250*time.Millisecond)
-	ropts = append(ropts, router.WithWindow(s.window()), router.WithAckObserver(s.stats.Ack), router.WithPacing(max(pacing, 0)))
-	if cfg.Tail != 0 {
-		ropts = append(ropts, router.WithTail(cfg.Tail))
-	}
-	r, err := router.New(s.store, ropts...)
-	if err != nil {
-		return err
-	}
-	s.router = r
-
 	key := cfg.SigningKey
 	if key == nil {
-		if key, err = auth.LoadOrCreateKey(cfg.DataDir); err != nil {
+		var err error
+		if key, err = s.back.signingKey(); err != nil {
 			return err
 		}
 	}
@@ -230,11 +229,17 @@ func (s *Server) build() error {
 	if cfg.PresenceGrace != 0 {
 		copts = append(copts, chat.WithPresenceGrace(cfg.PresenceGrace))
 	}
-	svc, err := chat.New(r, s.store, authn, copts...)
+	svc, err := chat.New(s.router, s.store, authn, copts...)
 	if err != nil {
 		return err
 	}
 	s.chat = svc
+	if s.back.watch != nil {
+		// The watch lives as long as the node: stop ends it.
+		if s.stop, err = s.back.watch(context.Background(), svc.Forget); err != nil {
+			return fmt.Errorf("server: watch conversations: %w", err)
+		}
+	}
 
 	s.grpc = grpc.NewServer(
 		grpc.ForceServerCodecV2(chat.Codec()),
@@ -253,8 +258,7 @@ func (s *Server) build() error {
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 	s.stats.GRPC.InitializeMetrics(s.grpc)
-	s.stats.Watch(r, svc)
-	s.stats.WatchStore(s.store)
+	s.stats.Watch(svc)
 
 	web := grpcweb.WrapServer(s.grpc,
 		grpcweb.WithWebsockets(false),
@@ -389,14 +393,16 @@ func (s *Server) shutdown(ctx context.Context) error {
 	}()
 	wg.Wait()
 	s.wg.Wait()
-	s.router.Close()
+	if s.stop != nil {
+		s.stop()
+	}
 	if s.hook != nil {
 		if err := s.hook.Close(ctx); err != nil {
 			s.log.Warn("webhook deliveries left undone", "err", err)
 		}
 	}
-	if err := s.store.Close(); err != nil {
-		return fmt.Errorf("server: close store: %w", err)
+	if err := s.back.close(); err != nil {
+		return fmt.Errorf("server: %w", err)
 	}
 	s.log.Info("parleyd stopped")
 	return nil

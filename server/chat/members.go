@@ -51,3 +51,8 @@ func (m *memberCache) forget(id string) {
 	delete(m.convs, id)
 	m.mu.Unlock()
 }
+
+// Forget drops what the service caches about conversation id. In cluster
+// mode other nodes change conversations too; the node calls it for each
+// change they make.
+func (s *Service) Forget(id string) { s.members.forget(id) }

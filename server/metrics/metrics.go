@@ -107,9 +107,9 @@ func (m *Metrics) WatchStore(s *store.Store) {
 // Ack observes the durable wait of one message.
 func (m *Metrics) Ack(d time.Duration) { m.ack.Observe(d.Seconds()) }
 
-// Watch registers gauges and counters read from the router and the
-// services at scrape time.
-func (m *Metrics) Watch(r *router.Router, svc *chat.Service) {
+// WatchRouter registers the router's counters, read at scrape time from
+// stats (the embedded router's, or the cluster log's in the same shape).
+func (m *Metrics) WatchRouter(stats func() router.Stats) {
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
@@ -117,11 +117,23 @@ func (m *Metrics) Watch(r *router.Router, svc *chat.Service) {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f)
 	}
 	m.reg.MustRegister(
-		counter("parley_messages_routed_total", "Messages sequenced by the router.", func() float64 { return float64(r.Stats().Routed) }),
-		counter("parley_fanout_deliveries_total", "Frames handed to subscribers' queues.", func() float64 { return float64(r.Stats().Deliveries) }),
-		gauge("parley_write_behind_pending", "Messages delivered but not yet committed: the write-behind lag.", func() float64 { return float64(r.Stats().Pending) }),
-		counter("parley_paced_sends_total", "Sends that waited for a saturated conversation's fan-out to drain.", func() float64 { return float64(r.Stats().Paced) }),
-		gauge("parley_subscriptions", "Live (conversation, stream) subscriptions.", func() float64 { return float64(r.Stats().Subscriptions) }),
+		counter("parley_messages_routed_total", "Messages sequenced by the router.", func() float64 { return float64(stats().Routed) }),
+		counter("parley_fanout_deliveries_total", "Frames handed to subscribers' queues.", func() float64 { return float64(stats().Deliveries) }),
+		gauge("parley_write_behind_pending", "Messages delivered but not yet committed: the write-behind lag.", func() float64 { return float64(stats().Pending) }),
+		counter("parley_paced_sends_total", "Sends that waited for a saturated conversation's fan-out to drain.", func() float64 { return float64(stats().Paced) }),
+		gauge("parley_subscriptions", "Live (conversation, stream) subscriptions.", func() float64 { return float64(stats().Subscriptions) }),
+	)
+}
+
+// Watch registers the services' gauges and counters, read at scrape time.
+func (m *Metrics) Watch(svc *chat.Service) {
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	counter := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f)
+	}
+	m.reg.MustRegister(
 		gauge("parley_streams", "Open Chat and Subscribe streams.", func() float64 { return float64(svc.Stats().Streams) }),
 		gauge("parley_stream_queue_frames", "Frames waiting in all streams' outbound queues.", func() float64 { return float64(svc.Stats().QueuedFrames) }),
 		gauge("parley_stream_queue_depth_max", "Frames waiting in the fullest stream queue.", func() float64 { return float64(svc.Stats().MaxQueueDepth) }),

@@ -36,7 +36,9 @@ func run(args []string) error {
 	var signingKey, cors, logLevel string
 	var window uint64
 	fs.StringVar(&cfg.Addr, "addr", ":8080", "listen address for gRPC, grpc-web and HTTP (one port)")
-	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "directory of the bbolt log and the signing key")
+	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "directory of the bbolt log and the signing key (unused with --nats)")
+	fs.StringVar(&cfg.NATSURL, "nats", "", "cluster mode: NATS JetStream URLs, comma-separated (e.g. nats://n1:4222,nats://n2:4222); the node then keeps no state of its own")
+	fs.IntVar(&cfg.NATSReplicas, "nats-replicas", 3, "cluster mode: replicas of the JetStream stream and buckets this node creates if they do not exist")
 	fs.IntVar(&cfg.BatchSize, "batch-size", 4096, "most messages committed in one journal transaction (group commit; a commit takes what is queued, up to this)")
 	fs.DurationVar(&cfg.FlushInterval, "flush-interval", 0, "how long a commit waits for more messages after the first (0: commit as soon as the queue is empty; what arrives during a commit makes the next batch)")
 	fs.BoolVar(&cfg.NoSync, "no-sync", false, "turn fsync off: for benchmarks only, a crash then loses acknowledged messages")
