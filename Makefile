@@ -13,7 +13,7 @@ DATA_DIR ?= ./data
 ADDR     ?= :8080
 GOTEST_FLAGS ?= -race -count=1 -timeout 15m
 
-.PHONY: all build run test test-go generate check-generated lint-proto tools clean torture \
+.PHONY: cluster all build run test test-go generate check-generated lint-proto tools clean torture \
 	web check-web test-web test-e2e chromium
 
 all: build
@@ -94,6 +94,11 @@ build: web
 
 run: build
 	$(BIN)/parleyd --data-dir $(DATA_DIR) --addr $(ADDR)
+
+# Three nats-server processes (one JetStream cluster, fsync on every write)
+# and three parleyd nodes on ports 8081-8083 sharing it; Ctrl-C stops them.
+cluster: build $(NATS_SERVER)
+	deploy/cluster/run.sh $(BIN)
 
 test-go: $(GRPCURL) $(NATS_SERVER)
 	$(GO) vet ./...
