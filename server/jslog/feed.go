@@ -193,16 +193,21 @@ func (l *Log) stopFeed() (last uint64, stopped <-chan struct{}) {
 		close(done)
 		return last, done
 	}
-	// Stop waits for a reset the consumer may be retrying; nobody needs to
-	// wait for that but Close.
-	if !l.spawn(func() {
+	// Stop waits for a reset the consumer may be retrying (a request of up
+	// to ten seconds when JetStream does not answer); nobody needs to wait
+	// for that but Close. The goroutine counts in l.wg even while Close
+	// runs: Close calls this before it waits, and the watchdog, the other
+	// caller, is itself counted.
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		defer close(done)
 		old.Stop()
-		<-old.Closed()
-		close(done)
-	}) {
-		old.Stop()
-		return last, old.Closed()
-	}
+		select {
+		case <-old.Closed():
+		case <-time.After(l.opts.timeout):
+		}
+	}()
 	return last, done
 }
 

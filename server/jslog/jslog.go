@@ -21,9 +21,18 @@
 // target post lives in an overlay (a KV bucket keyed by conversation and
 // seq) that reads apply. The node that publishes a change writes its
 // overlay and the (sender, client_message_id) dedup entry before it
-// acknowledges, and a shared durable consumer (the repairer) writes them
-// again, idempotently, for every message in the stream, so a node that dies
-// between the stream's ack and those writes leaves nothing undone.
+// acknowledges, and a shared durable consumer (the repairer) goes over
+// every message of the stream once more and writes whatever is missing,
+// idempotently, so a node that dies between the stream's ack and those
+// writes leaves nothing undone.
+//
+// Cluster mode builds the services on a Log and on server/jsstate, which
+// holds the rest of the state:
+//
+//	l, err := jslog.New(ctx, nc, jslog.WithReplicas(3))
+//	st, err := jsstate.Open(ctx, js)
+//	svc, err := chat.New(l, jsstate.Store{Log: l, State: st}, tokens)
+//	// ... and on the way out: svc.Shutdown(ctx); l.Close(); st.Close()
 //
 // Lock order: Log.feedMu, then conv.mu, then Log.mu. Nothing that waits
 // for the network runs under conv.mu or Log.mu; Log.feedMu is held while a
@@ -322,8 +331,10 @@ func (l *Log) Epoch() string { return l.epoch }
 
 // Close stops the feed, the repairer and the event subscription, fails the
 // publishes still waiting with ErrClosed, and returns once every goroutine
-// the log started has exited. A publish that was in flight may still have
-// been stored; its sender's resend finds it. Close is idempotent.
+// the log started has exited: at once, as a rule, but after up to ten
+// seconds when the feed is in the middle of recreating its consumer on a
+// JetStream that does not answer. A publish that was in flight may still
+// have been stored; its sender's resend finds it. Close is idempotent.
 func (l *Log) Close() {
 	l.mu.Lock()
 	already := l.closed
