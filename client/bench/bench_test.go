@@ -276,6 +276,10 @@ func TestParseArgs(t *testing.T) {
 	if err != nil || c.Subs != 1 || c.Behind != 100_000 {
 		t.Fatalf("history defaults: %+v, %v", c, err)
 	}
+	c, err = ParseArgs([]string{"room", "--rate", "0", "--messages", "500"}, io.Discard)
+	if err != nil || c.Messages != 500 || c.Rate != 0 {
+		t.Fatalf("--messages: %+v, %v", c, err)
+	}
 	c, err = ParseArgs([]string{"--no-sync", "dm", "--pairs", "7"}, io.Discard)
 	if err != nil || c.Scenario != "dm" || c.Pairs != 7 || !c.NoSync || c.Rate != 1000 {
 		t.Fatalf("flags before the scenario: %+v, %v", c, err)

@@ -36,6 +36,7 @@ type Config struct {
 
 	Duration time.Duration `json:"duration_ns"`   // dm, room: how long to send; idle: how long to hold
 	Rate     float64       `json:"rate"`          // dm, room: messages per second in all; 0 = as fast as possible
+	Messages int           `json:"messages"`      // dm, room: stop after this many messages in all; 0 = no limit
 	Size     int           `json:"size"`          // message body bytes
 	Pairs    int           `json:"pairs"`         // dm
 	Subs     int           `json:"subscribers"`   // room, burst, history: subscribers
@@ -187,6 +188,7 @@ func ParseArgs(args []string, out io.Writer) (Config, error) {
 	fs.StringVar(&c.JSON, "json", "", "write the results as JSON to this file")
 	fs.DurationVar(&c.Duration, "duration", 0, "dm, room: how long to send (default 10s); idle: how long to hold the streams (default 5s)")
 	fs.Float64Var(&c.Rate, "rate", -1, "dm, room: messages per second in all; 0 = as fast as the streams take them (default 1000)")
+	fs.IntVar(&c.Messages, "messages", 0, "dm, room: stop sending after this many messages in all, even before --duration ends (0: no limit)")
 	fs.IntVar(&c.Size, "size", 0, "message body in bytes (default 64)")
 	fs.IntVar(&c.Pairs, "pairs", 0, "dm: direct conversations (default 100)")
 	fs.IntVar(&c.Subs, "subscribers", 0, "room, burst: subscribers (default 100); history: subscribers catching up (default 1)")

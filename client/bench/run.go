@@ -323,11 +323,23 @@ func (r *run) start(ctx context.Context, eps []*endpoint) error {
 }
 
 // schedule runs the schedulers of senders: rate messages per second in
-// all, from start until end. rate 0 sends as fast as the streams take
-// them. Each sender's out is closed when it is done.
+// all, from start until end, and no more than Config.Messages in all when
+// that is set. rate 0 sends as fast as the streams take them. Each
+// sender's out is closed when it is done.
 func (r *run) schedule(ctx context.Context, senders []*sender, rate float64, start, end time.Time) {
 	var wg sync.WaitGroup
 	for i, s := range senders {
+		var limit uint64 // 0: no limit
+		if m := r.cfg.Messages; m > 0 {
+			limit = uint64(m / len(senders))
+			if i < m%len(senders) {
+				limit++
+			}
+			if limit == 0 {
+				close(s.out)
+				continue
+			}
+		}
 		first := start
 		per := 0.0
 		if rate > 0 {
@@ -337,19 +349,20 @@ func (r *run) schedule(ctx context.Context, senders []*sender, rate float64, sta
 		}
 		wg.Go(func() {
 			defer close(s.out)
-			s.schedule(ctx, first, per, end)
+			s.schedule(ctx, first, per, end, limit)
 		})
 	}
 	wg.Wait()
 }
 
 // schedule queues messages at rate per second from first until end (as
-// fast as possible when rate is 0). Each carries the time it was due, not
-// the time it went out.
-func (s *sender) schedule(ctx context.Context, first time.Time, rate float64, end time.Time) {
+// fast as possible when rate is 0), and stops after limit messages if
+// limit is not 0. Each carries the time it was due, not the time it went
+// out.
+func (s *sender) schedule(ctx context.Context, first time.Time, rate float64, end time.Time, limit uint64) {
 	var n uint64
 	if rate <= 0 {
-		for now := time.Now(); now.Before(end); now = time.Now() {
+		for now := time.Now(); now.Before(end) && (limit == 0 || n < limit); now = time.Now() {
 			if !s.enqueue(ctx, outMsg{n: n, ts: now.UnixNano()}) {
 				return
 			}
@@ -362,7 +375,7 @@ func (s *sender) schedule(ctx context.Context, first time.Time, rate float64, en
 	defer timer.Stop()
 	for i := 0; ; i++ {
 		due := first.Add(time.Duration(float64(i) * interval))
-		if !due.Before(end) {
+		if !due.Before(end) || (limit != 0 && n >= limit) {
 			return
 		}
 		if d := time.Until(due); d > 0 {

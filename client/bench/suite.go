@@ -51,20 +51,20 @@ var suiteCases = []suiteCase{
 	{
 		name:  "room-100",
 		args:  []string{"room", "--subscribers", "100", "--senders", "10", "--rate", "0", "--duration", "10s"},
-		quick: []string{"room", "--subscribers", "10", "--senders", "2", "--rate", "2000", "--duration", "200ms"},
+		quick: []string{"room", "--subscribers", "10", "--senders", "2", "--rate", "0", "--messages", "300", "--duration", "10s"},
 		rows:  throughputRows,
 	},
 	{
 		name: "room-1000",
-		// Half a second of sending. Both servers take sends much faster
-		// than they can deliver a thousand copies of each (Parley into its
-		// log, the baseline into 1,024-frame stream queues), so the run is
-		// mostly the drain: 2 s of sends took three minutes to deliver on
-		// two cores. Half a second is about as many deliveries as the
-		// 100-subscriber room's 10 s, and delivered/s counts up to the last
-		// delivery.
-		args:  []string{"room", "--subscribers", "1000", "--senders", "10", "--rate", "0", "--duration", "500ms"},
-		quick: []string{"room", "--subscribers", "20", "--senders", "2", "--rate", "2000", "--duration", "200ms"},
+		// At most 5,000 messages. Either server takes sends much faster
+		// than it can deliver a thousand copies of each (Parley into its
+		// log, the baseline into flow-control windows and 1,024-frame
+		// stream queues): half a second of open-loop sends was 24,000
+		// messages, four minutes of delivery on two cores. 5,000 are as
+		// many deliveries as the 100-subscriber room's 10 s, and
+		// delivered/s counts up to the last delivery.
+		args:  []string{"room", "--subscribers", "1000", "--senders", "10", "--rate", "0", "--messages", "5000", "--duration", "10s"},
+		quick: []string{"room", "--subscribers", "20", "--senders", "2", "--rate", "0", "--messages", "300", "--duration", "10s"},
 		rows:  throughputRows,
 	},
 	{
@@ -154,7 +154,11 @@ func caseTitle(c Config) string {
 	}
 	switch c.Scenario {
 	case "room":
-		return fmt.Sprintf("room, %s subscribers, %s", fmtInt(int64(c.Subs)), rate(c.Rate))
+		t := fmt.Sprintf("room, %s subscribers, %s", fmtInt(int64(c.Subs)), rate(c.Rate))
+		if c.Messages > 0 {
+			t += fmt.Sprintf(", %s messages", fmtInt(int64(c.Messages)))
+		}
+		return t
 	case "dm":
 		return fmt.Sprintf("dm, %s pairs, %s", fmtInt(int64(c.Pairs)), rate(c.Rate))
 	case "log":

@@ -66,6 +66,11 @@ func TestSuiteQuick(t *testing.T) {
 			t.Errorf("no row for %s", name)
 		}
 	}
+	for _, res := range s.Reports[1].Results { // room-1000: open loop, --messages 300
+		if res.Sent != 300 || res.Acked != 300 || res.Delivered != 300*20 {
+			t.Errorf("%s: sent %d, acked %d, delivered %d; want 300, 300 and 6000", res.Target, res.Sent, res.Acked, res.Delivered)
+		}
+	}
 	if l := s.Reports[4].Results[0].Log; l == nil || l.Commits == 0 || l.PerCommit < 1 || l.AckedPerSec <= 0 {
 		t.Errorf("log result %+v", l)
 	}
