@@ -14,6 +14,7 @@ import (
 	"github.com/parleychat/parley/server/jslog"
 	"github.com/parleychat/parley/server/jsstate"
 	"github.com/parleychat/parley/server/metrics"
+	"github.com/parleychat/parley/server/natspresence"
 	"github.com/parleychat/parley/server/router"
 	"github.com/parleychat/parley/server/store"
 )
@@ -31,6 +32,8 @@ type backend struct {
 	// watch calls fn for every conversation changed by any node, so
 	// caches can drop it; nil where this node makes every change itself.
 	watch func(ctx context.Context, fn func(id string)) (stop func(), err error)
+	// presence shares who is online with the other nodes; nil on one node.
+	presence chat.PresenceBus
 	// unclean reports a local store that was not closed cleanly.
 	unclean bool
 	// close stops routing and closes the storage, flushing what was
@@ -111,6 +114,13 @@ func openCluster(cfg Config, stats *metrics.Metrics) (*backend, error) {
 		nc.Close()
 		return nil, fmt.Errorf("server: cluster log: %w", err)
 	}
+	bus, err := natspresence.New(nc, natspresence.WithLogger(cfg.Logger))
+	if err != nil {
+		lg.Close()
+		state.Close()
+		nc.Close()
+		return nil, fmt.Errorf("server: presence bus: %w", err)
+	}
 	stats.WatchRouter(func() router.Stats {
 		st := lg.Stats()
 		return router.Stats{Routed: st.Published, Deliveries: st.Deliveries, Subscriptions: st.Subscriptions}
@@ -123,7 +133,8 @@ func openCluster(cfg Config, stats *metrics.Metrics) (*backend, error) {
 			defer cancel()
 			return state.SigningKey(ctx)
 		},
-		watch: state.WatchConversations,
+		watch:    state.WatchConversations,
+		presence: bus,
 		close: func() error {
 			// Publishes are acknowledged by JetStream before they are
 			// acked to clients, so nothing is left to flush.

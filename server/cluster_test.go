@@ -11,13 +11,13 @@ import (
 
 // startCluster runs three nodes on one three-server NATS JetStream cluster,
 // each node talking to its own NATS server first.
-func startCluster(t *testing.T) (*natstest.Cluster, []*node) {
+func startCluster(t *testing.T, adjust ...func(*Config)) (*natstest.Cluster, []*node) {
 	t.Helper()
 	c := natstest.Start(t, natstest.Options{})
 	var nodes []*node
 	for i := range 3 {
 		urls := c.Nodes[i].URL + "," + c.URL()
-		nodes = append(nodes, start(t, "", func(cfg *Config) { cfg.NATSURL = urls }))
+		nodes = append(nodes, start(t, "", append(adjust, func(cfg *Config) { cfg.NATSURL = urls })...))
 	}
 	return c, nodes
 }
@@ -85,5 +85,57 @@ func TestClusterNodesShareEverything(t *testing.T) {
 			t.Fatalf("carol, who joined on node 3, still cannot read on node 1: %v", err)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Presence is the cluster's, not a node's: a user with streams on two nodes
+// stays online until the last one goes, and others on a third node see each
+// overall change once.
+func TestClusterPresenceAcrossNodes(t *testing.T) {
+	_, nodes := startCluster(t, func(c *Config) { c.PresenceGrace = 20 * time.Millisecond })
+	alice := register(t, nodes[0], "alice")
+	bob := register(t, nodes[2], "bob")
+	carol := register(t, nodes[0], "carol")
+	room(t, alice, "presence", bob, carol)
+	bs := bob.open(t)
+	// presenceOf reads bob's frames until one is about who, and returns
+	// it with the presence frames about alice met on the way.
+	presenceOf := func(who string) (*parleyv1.Presence, []*parleyv1.Presence) {
+		var aliceFrames []*parleyv1.Presence
+		for {
+			p := bs.next(t).GetPresence()
+			if p.GetUserId() == who {
+				return p, aliceFrames
+			}
+			if p.GetUserId() == alice.id {
+				aliceFrames = append(aliceFrames, p)
+			}
+		}
+	}
+	ping := func(s *stream) {
+		s.c.Send(&parleyv1.ChatRequest{Frame: &parleyv1.ChatRequest_Ping{Ping: &parleyv1.Ping{Nonce: 1}}})
+		s.until(t, func(f *parleyv1.ChatResponse) bool { return f.GetPong() != nil })
+	}
+
+	a1 := alice.open(t) // on node 1
+	if p, _ := presenceOf(alice.id); !p.GetOnline() {
+		t.Fatalf("alice's first stream: %v", p)
+	}
+	alice.reconnect(t, nodes[1])
+	a2 := alice.open(t) // and on node 2
+	ping(a2)
+	a1.cancel() // gone from node 1 but still on node 2: nothing to announce
+	<-a1.done
+	// Node 1 tells the others once its grace period is over; what it
+	// publishes next (carol coming online there) arrives after it.
+	time.Sleep(time.Second)
+	carol.reconnect(t, nodes[0])
+	carol.open(t)
+	if p, between := presenceOf(carol.id); !p.GetOnline() || len(between) != 0 {
+		t.Fatalf("carol: %v; alice frames while she still had a stream on node 2: %v", p, between)
+	}
+	a2.cancel() // gone everywhere: offline
+	if p, _ := presenceOf(alice.id); p.GetOnline() || p.GetLastSeen() == nil {
+		t.Fatalf("after alice's last stream went: %v, want offline with last seen", p)
 	}
 }

@@ -229,6 +229,9 @@ func (s *Server) build() error {
 	if cfg.PresenceGrace != 0 {
 		copts = append(copts, chat.WithPresenceGrace(cfg.PresenceGrace))
 	}
+	if s.back.presence != nil {
+		copts = append(copts, chat.WithPresenceBus(s.back.presence))
+	}
 	svc, err := chat.New(s.router, s.store, authn, copts...)
 	if err != nil {
 		return err

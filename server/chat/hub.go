@@ -18,21 +18,39 @@ import (
 // A user goes online with their first stream and offline a grace period
 // after their last one closes, so a device that reconnects at once (a
 // flapping network, a slow-consumer cut) does not storm everyone who shares
-// a conversation with them.
+// a conversation with them. In cluster mode a PresenceBus tells the hub
+// which users have streams on other nodes: a user is online while any node
+// has a stream of theirs, and each node announces transitions to its own
+// streams.
 type hub struct {
 	svc   *Service
 	grace time.Duration
+	bus   PresenceBus // nil on a single node
 
 	mu       sync.Mutex // protects everything below
 	streams  map[string]map[*outbound]struct{}
+	remote   map[string]map[string]bool // user -> other nodes with a stream of theirs
 	lastSeen map[string]time.Time
 	offline  map[string]*time.Timer // pending offline transitions
 	closed   bool
 }
 
-func newHub(s *Service, grace time.Duration) *hub {
-	return &hub{svc: s, grace: grace, streams: make(map[string]map[*outbound]struct{}),
-		lastSeen: make(map[string]time.Time), offline: make(map[string]*time.Timer)}
+// PresenceBus carries presence between the nodes of a cluster. Publish
+// tells the other nodes that user now has streams on this node (online) or
+// has had none for the grace period (offline, last seen at seen). The bus
+// calls the function given to Start for what other nodes publish, and with
+// online false for each user of a node that stopped answering.
+type PresenceBus interface {
+	Publish(user string, online bool, seen time.Time)
+	Start(fn func(node, user string, online bool, seen time.Time)) (stop func(), err error)
+}
+
+// WithPresenceBus shares presence with other nodes (cluster mode).
+func WithPresenceBus(b PresenceBus) Option { return func(o *options) { o.presenceBus = b } }
+
+func newHub(s *Service, grace time.Duration, bus PresenceBus) *hub {
+	return &hub{svc: s, grace: grace, bus: bus, streams: make(map[string]map[*outbound]struct{}),
+		remote: make(map[string]map[string]bool), lastSeen: make(map[string]time.Time), offline: make(map[string]*time.Timer)}
 }
 
 // add registers o for user, or fails when the user has too many streams.
@@ -49,6 +67,7 @@ func (h *hub) add(user string, o *outbound) error {
 	}
 	set[o] = struct{}{}
 	first := len(set) == 1
+	elsewhere := len(h.remote[user]) > 0
 	pending := h.offline[user]
 	delete(h.offline, user)
 	h.mu.Unlock()
@@ -56,13 +75,18 @@ func (h *hub) add(user string, o *outbound) error {
 		return nil // back within the grace period: nobody saw them leave
 	}
 	if first {
-		h.announce(user, &parleyv1.Presence{UserId: user, Online: true})
+		if h.bus != nil {
+			h.bus.Publish(user, true, time.Time{})
+		}
+		if !elsewhere {
+			h.announce(user, &parleyv1.Presence{UserId: user, Online: true})
+		}
 	}
 	return nil
 }
 
 // remove unregisters o; the user goes offline after the grace period if it
-// was their last stream.
+// was their last stream (and, in a cluster, no other node has one).
 func (h *hub) remove(user string, o *outbound) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -85,10 +109,60 @@ func (h *hub) remove(user string, o *outbound) {
 			return // superseded by a reconnect
 		}
 		delete(h.offline, user)
+		elsewhere := len(h.remote[user]) > 0
 		h.mu.Unlock()
-		h.announce(user, &parleyv1.Presence{UserId: user, LastSeen: timestamppb.New(now)})
+		if h.bus != nil {
+			h.bus.Publish(user, false, now)
+		}
+		if !elsewhere {
+			h.announce(user, &parleyv1.Presence{UserId: user, LastSeen: timestamppb.New(now)})
+		}
 	})
 	h.offline[user] = t // before the callback can look: h.mu is held
+}
+
+// remoteChange applies what another node published: user has streams on
+// node (online) or no longer does. Only a change of the user's overall
+// state is announced to this node's streams.
+func (h *hub) remoteChange(node, user string, online bool, seen time.Time) {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return
+	}
+	_, local := h.streams[user]
+	_, pending := h.offline[user]
+	here := local || pending
+	nodes := h.remote[user]
+	was := here || len(nodes) > 0
+	if online {
+		if nodes == nil {
+			nodes = make(map[string]bool)
+			h.remote[user] = nodes
+		}
+		nodes[node] = true
+	} else {
+		delete(nodes, node)
+		if len(nodes) == 0 {
+			delete(h.remote, user)
+		}
+		if seen.After(h.lastSeen[user]) {
+			h.lastSeen[user] = seen
+		}
+	}
+	now := here || len(h.remote[user]) > 0
+	last := h.lastSeen[user]
+	h.mu.Unlock()
+	switch {
+	case now && !was:
+		h.announce(user, &parleyv1.Presence{UserId: user, Online: true})
+	case !now && was:
+		p := &parleyv1.Presence{UserId: user}
+		if !last.IsZero() {
+			p.LastSeen = timestamppb.New(last)
+		}
+		h.announce(user, p)
+	}
 }
 
 // close stops pending offline transitions.
@@ -108,7 +182,7 @@ func (h *hub) presence(user string) *parleyv1.Presence {
 	defer h.mu.Unlock()
 	p := &parleyv1.Presence{UserId: user}
 	_, p.Online = h.streams[user]
-	if _, pending := h.offline[user]; pending {
+	if _, pending := h.offline[user]; pending || len(h.remote[user]) > 0 {
 		p.Online = true
 	}
 	if seen, ok := h.lastSeen[user]; ok && !p.Online {

@@ -73,6 +73,7 @@ type options struct {
 	typingRate    float64
 	typingTTL     time.Duration
 	presenceGrace time.Duration
+	presenceBus   PresenceBus
 	webhook       WebhookFunc
 	logger        *slog.Logger
 }
@@ -140,10 +141,11 @@ type Service struct {
 	parleyv1.UnimplementedChatServiceServer
 	parleyv1.UnimplementedAttachmentServiceServer
 
-	router Router
-	store  Store
-	tokens Tokens
-	opts   options
+	router  Router
+	store   Store
+	tokens  Tokens
+	stopBus func() // ends the presence bus; nil on a single node
+	opts    options
 
 	members    *memberCache
 	hub        *hub
@@ -205,7 +207,14 @@ func New(r Router, st Store, tokens Tokens, opts ...Option) (*Service, error) {
 		sendRate:   newRateLimiter(o.sendRate, int(2*o.sendRate)),
 		typingRate: newRateLimiter(o.typingRate, int(2*o.typingRate)),
 	}
-	s.hub = newHub(s, o.presenceGrace)
+	s.hub = newHub(s, o.presenceGrace, o.presenceBus)
+	if o.presenceBus != nil {
+		stop, err := o.presenceBus.Start(s.hub.remoteChange)
+		if err != nil {
+			return nil, fmt.Errorf("chat: presence bus: %w", err)
+		}
+		s.stopBus = stop
+	}
 	s.posts = make(chan post, 4096)
 	s.streams.Add(1)
 	go s.notifier()
@@ -218,6 +227,9 @@ func New(r Router, st Store, tokens Tokens, opts ...Option) (*Service, error) {
 func (s *Service) Shutdown(ctx context.Context) error {
 	s.shutdownOnce.Do(func() {
 		close(s.shutdown)
+		if s.stopBus != nil {
+			s.stopBus()
+		}
 		s.hub.close()
 		s.typing.close()
 	})

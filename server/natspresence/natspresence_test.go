@@ -1,0 +1,100 @@
+package natspresence_test
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.uber.org/goleak"
+
+	"github.com/parleychat/parley/server/natspresence"
+	"github.com/parleychat/parley/server/natstest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// events records what a bus reports, as "node user online|offline".
+type events struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (e *events) fn(node, user string, online bool, _ time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	state := "offline"
+	if online {
+		state = "online"
+	}
+	e.got = append(e.got, fmt.Sprintf("%s %s %s", node, user, state))
+}
+
+func (e *events) wait(t *testing.T, want ...string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		e.mu.Lock()
+		got := slices.Clone(e.got)
+		e.mu.Unlock()
+		if slices.Equal(got, want) {
+			return
+		}
+		if len(got) > len(want) || time.Now().After(deadline) {
+			t.Fatalf("reported %q, want %q", got, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func bus(t *testing.T, url, node string) *natspresence.Bus {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	b, err := natspresence.New(nc, natspresence.WithNode(node), natspresence.WithInterval(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// Transitions cross nodes in order; a node that joins late learns who is
+// online from heartbeats; a node that dies takes its users offline with it.
+func TestPresenceAcrossNodes(t *testing.T) {
+	c := natstest.Start(t, natstest.Options{Nodes: 1})
+	a, b := bus(t, c.URL(), "a"), bus(t, c.URL(), "b")
+	var seenByB events
+	stopB, err := b.Start(seenByB.fn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stopB()
+	stopA, err := a.Start(func(string, string, bool, time.Time) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Publish("alice", true, time.Time{})
+	a.Publish("bob", true, time.Time{})
+	a.Publish("alice", false, time.Now())
+	seenByB.wait(t, "a alice online", "a bob online", "a alice offline")
+
+	// A late node learns bob from a's heartbeat.
+	late := bus(t, c.URL(), "late")
+	var seenByLate events
+	stopLate, err := late.Start(seenByLate.fn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stopLate()
+	seenByLate.wait(t, "a bob online")
+
+	// a stops answering without saying goodbye: bob goes offline.
+	stopA()
+	seenByB.wait(t, "a alice online", "a bob online", "a alice offline", "a bob offline")
+	seenByLate.wait(t, "a bob online", "a bob offline")
+}
