@@ -24,19 +24,26 @@ import (
 // uploaded or sent, and never deleted. The blobs bucket holds what is known
 // about each (ids are hex, so they are keys as they are):
 //
-//	<id>                     blobMeta: size and where the content is; written
-//	                         (create-if-absent) only once the content is
-//	                         complete, so its presence means "readable"
-//	<id>.u.token(user)       label: user uploaded it (their last upload's label)
-//	<id>.c.convKey(conv)     grant: it was sent in conv (the first label sent)
+//	<id>               blobMeta: size and where the content is; written
+//	                   (create-if-absent) only once the content is complete,
+//	                   so its presence means "readable"
+//	<id>.u.token(user) label: user uploaded it (their last upload's label)
+//	<id>.grants        blobGrants: the conversations it was sent in, each
+//	                   with the first label it was sent with there
 //
-// Labels and grants are JSON. The content is in the blobdata object store
-// as segments of up to segmentChunks chunks, objects named
-// <id>/<upload>/<n>, each stored in chunks of store.BlobChunkSize. Segments
-// let BlobChunks read any run of chunks by fetching one or two segments,
-// instead of streaming the object from its start each time (an object
-// store object can only be read from the beginning); Download asks for
-// segmentChunks chunks at a time, so it reads each segment once.
+// Values are JSON. Grants are one list per blob, changed by
+// compare-and-set, because MayRead must see all of a blob's grants and one
+// read of one key costs far less than listing keys through a consumer;
+// grants are written only the first time a blob is sent in a conversation,
+// so the list is rarely contended.
+//
+// The content is in the blobdata object store as segments of up to
+// segmentChunks chunks, objects named <id>/<upload>/<n>, each stored in
+// chunks of store.BlobChunkSize. Segments let BlobChunks read any run of
+// chunks by fetching one or two segments, instead of streaming the object
+// from its start each time (an object store object can only be read from
+// the beginning); Download asks for segmentChunks chunks at a time, so it
+// reads each segment once.
 //
 // Two nodes may upload one content at once. Each writes its own copy
 // (<upload> is random) and then races to create <id>; the loser deletes
@@ -60,8 +67,18 @@ type blobLabel struct {
 	ContentType string `json:"content_type,omitempty"`
 }
 
+// blobGrants lists a blob's grants sorted by conversation, one per
+// conversation.
+type blobGrants struct {
+	Grants []blobLabel `json:"grants"`
+}
+
+func (g *blobGrants) find(conv string) (int, bool) {
+	return slices.BinarySearchFunc(g.Grants, conv, func(l blobLabel, conv string) int { return strings.Compare(l.Conv, conv) })
+}
+
 func uploaderKey(id, user string) string { return id + ".u." + token(user) }
-func grantKey(id, conv string) string    { return id + ".c." + convKey(conv) }
+func grantsKey(id string) string         { return id + ".grants" }
 func segmentName(id, upload string, n int) string {
 	return id + "/" + upload + "/" + strconv.Itoa(n)
 }
@@ -93,15 +110,20 @@ func (s *State) PutBlob(data []byte, uploader string, l store.Label) (id string,
 	}
 	timeout, attempt := s.blobTimeouts(len(data))
 	err = s.opFor("put blob", timeout, attempt, func(ctx context.Context) error {
-		created = false
-		if _, err := s.blobs.Get(ctx, id); missing(err) {
+		m, err := s.blobMeta(ctx, id)
+		switch {
+		case err == nil:
+			// Stored already, maybe by this call's attempt whose answer
+			// was lost: then this call's copy is the one kept.
+			created = m.Upload == upload
+		case errors.Is(err, store.ErrNotFound):
 			if created, err = s.storeContent(ctx, id, upload, data); err != nil {
 				return err
 			}
-		} else if err != nil {
+		default:
 			return err
 		}
-		_, err := s.blobs.Put(ctx, uploaderKey(id, uploader), label)
+		_, err = s.blobs.Put(ctx, uploaderKey(id, uploader), label)
 		return err
 	})
 	if err != nil {
@@ -167,33 +189,75 @@ func (s *State) GrantConversation(conv string, refs []store.BlobRef) error {
 	return s.op("grant blobs", func(ctx context.Context) error {
 		var todo []store.BlobRef
 		for _, r := range refs {
-			if _, err := s.blobs.Get(ctx, grantKey(r.ID, conv)); missing(err) {
-				todo = append(todo, r)
-			} else if err != nil {
-				return err
-			}
-		}
-		for _, r := range todo {
 			if !store.IsBlobID(r.ID) {
 				return fmt.Errorf("blob %q: %w", r.ID, store.ErrNotFound)
 			}
-			if _, err := s.blobs.Get(ctx, r.ID); missing(err) {
-				return fmt.Errorf("blob %q: %w", r.ID, store.ErrNotFound)
-			} else if err != nil {
+			g, _, err := s.grants(ctx, r.ID)
+			if err != nil {
+				return err
+			}
+			if _, ok := g.find(conv); !ok {
+				todo = append(todo, r)
+			}
+		}
+		for _, r := range todo {
+			if _, err := s.blobMeta(ctx, r.ID); err != nil {
 				return err
 			}
 		}
 		for _, r := range todo {
-			v, err := json.Marshal(blobLabel{Conv: conv, Name: r.Name, ContentType: r.ContentType})
-			if err != nil {
-				return err
-			}
-			if _, err := s.blobs.Create(ctx, grantKey(r.ID, conv), v); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+			if err := s.grant(ctx, r.ID, blobLabel{Conv: conv, Name: r.Name, ContentType: r.ContentType}); err != nil {
 				return fmt.Errorf("blob %s in %s: %w", r.ID, conv, err)
 			}
 		}
 		return nil
 	})
+}
+
+// grants reads blob id's grants and their revision (0: none yet).
+func (s *State) grants(ctx context.Context, id string) (blobGrants, uint64, error) {
+	var g blobGrants
+	e, err := s.blobs.Get(ctx, grantsKey(id))
+	if missing(err) {
+		return g, 0, nil
+	}
+	if err != nil {
+		return g, 0, err
+	}
+	if err := json.Unmarshal(e.Value(), &g); err != nil {
+		return g, 0, fmt.Errorf("blob %s grants: decode: %w", id, err)
+	}
+	return g, e.Revision(), nil
+}
+
+// grant adds l to blob id's grants unless its conversation is there
+// already, by compare-and-set.
+func (s *State) grant(ctx context.Context, id string, l blobLabel) error {
+	for attempt := 1; ; attempt++ {
+		g, rev, err := s.grants(ctx, id)
+		if err != nil {
+			return err
+		}
+		i, ok := g.find(l.Conv)
+		if ok {
+			return nil
+		}
+		g.Grants = slices.Insert(g.Grants, i, l)
+		v, err := json.Marshal(g)
+		if err != nil {
+			return err
+		}
+		if rev == 0 {
+			_, err = s.blobs.Create(ctx, grantsKey(id), v)
+		} else {
+			_, err = s.blobs.Update(ctx, grantsKey(id), v, rev)
+		}
+		if conflict(err) {
+			s.casPause(ctx, attempt)
+			continue
+		}
+		return err
+	}
 }
 
 // grantChecks is how many grants MayRead checks one by one against their
@@ -229,19 +293,11 @@ func (s *State) MayRead(id, user string) (info store.BlobInfo, ok bool, err erro
 		} else if !missing(err) {
 			return err
 		}
-		entries, err := list(ctx, s.blobs, id+".c.>")
+		g, _, err := s.grants(ctx, id)
 		if err != nil {
 			return err
 		}
-		grants := make([]blobLabel, 0, len(entries))
-		for _, e := range entries {
-			var l blobLabel
-			if err := json.Unmarshal(e.Value(), &l); err != nil {
-				return fmt.Errorf("blob %s grant %s: decode: %w", id, e.Key(), err)
-			}
-			grants = append(grants, l)
-		}
-		slices.SortFunc(grants, func(a, b blobLabel) int { return strings.Compare(a.Conv, b.Conv) })
+		grants := g.Grants
 		if len(grants) > grantChecks {
 			// Sent in many conversations: check only those the index says
 			// user is in (the index is a superset of the records, which

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -268,5 +269,34 @@ func testConcurrentUploads(t *testing.T, cl *cluster) {
 	}
 	if got := readAll(t, b, store.BlobID(data), len(data), segmentChunks); !bytes.Equal(got, data) {
 		t.Fatal("content read back differs")
+	}
+
+	// The file is sent in 20 conversations at once from both nodes: no
+	// grant is lost, and each keeps its first label.
+	const convs = 20
+	for i := range convs {
+		if err := a.CreateConversation(store.Conversation{ID: fmt.Sprintf("room:c%02d", i), Kind: store.KindRoom, Members: []string{fmt.Sprintf("member%02d", i)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 2 * convs {
+		s := []*State{a, b}[i%2]
+		wg.Go(func() {
+			ref := store.BlobRef{ID: store.BlobID(data), Label: store.Label{Name: fmt.Sprintf("label%d", i/convs)}}
+			if err := s.GrantConversation(fmt.Sprintf("room:c%02d", i%convs), []store.BlobRef{ref}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	g, _, err := a.grants(context.Background(), store.BlobID(data))
+	if err != nil || len(g.Grants) != convs {
+		t.Fatalf("%d grants, %v; want %d", len(g.Grants), err, convs)
+	}
+	for i := range convs {
+		info, ok, err := []*State{a, b}[i%2].MayRead(store.BlobID(data), fmt.Sprintf("member%02d", i))
+		if err != nil || !ok || (info.Name != "label0" && info.Name != "label1") {
+			t.Fatalf("member%02d: MayRead = %+v, %v, %v", i, info, ok, err)
+		}
 	}
 }

