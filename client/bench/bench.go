@@ -12,6 +12,11 @@
 // generator) that stalls cannot hide the stall by slowing the senders
 // (coordinated omission). Sender and receivers share this machine's
 // clock; the body carries the scheduled time.
+//
+// RunSuite ("parley-bench suite") runs the project's performance targets
+// one after the other, each against Parley and the baseline, and makes of
+// them one table of ratios and targets, bench.json, bench.md and two
+// charts drawn as plain SVG.
 package bench
 
 import (
