@@ -247,9 +247,10 @@ func (s *Service) notifier() {
 	}
 }
 
-// notify tells members about a new post: their streams that do not follow
-// the conversation get a Notification, and members with no stream at all
-// go to the webhook.
+// notify tells members about a new post: their streams on this node that
+// do not follow the conversation get a Notification, and members with no
+// stream on any node go to the webhook. (In a cluster, streams on other
+// nodes get no Notification yet: only the posting node runs this.)
 func (s *Service) notify(c store.Conversation, sender string, res router.Result, body string) {
 	var frame *router.Frame
 	var offline []string
@@ -260,7 +261,9 @@ func (s *Service) notify(c store.Conversation, sender string, res router.Result,
 		}
 		outs := s.hub.outbounds(m)
 		if len(outs) == 0 {
-			offline = append(offline, m)
+			if !s.hub.elsewhere(m) {
+				offline = append(offline, m)
+			}
 			continue
 		}
 		for _, o := range outs {

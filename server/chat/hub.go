@@ -191,6 +191,14 @@ func (h *hub) presence(user string) *parleyv1.Presence {
 	return p
 }
 
+// elsewhere reports whether another node of the cluster has a stream of
+// user's.
+func (h *hub) elsewhere(user string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.remote[user]) > 0
+}
+
 // outbounds returns user's open streams.
 func (h *hub) outbounds(user string) []*outbound {
 	h.mu.Lock()
