@@ -30,8 +30,9 @@ import (
 // atomically with the record, so three rules keep it right:
 //
 //  1. Adding: the entries of members being added are written before the
-//     record's compare-and-set (so a node that dies between the two leaves
-//     the index a superset of the truth) and again after it.
+//     record's first compare-and-set attempt (so a node that dies between
+//     the two leaves the index a superset of the truth) and again after
+//     the compare-and-set that succeeds.
 //  2. Removing: an entry is deleted only at the revision it was read at,
 //     after reading the record and finding the user gone; the record is
 //     read once more afterwards and the entry restored if the user came
@@ -85,6 +86,7 @@ func (s *State) UpdateConversation(id string, fn func(c *store.Conversation) err
 	key := convKey(id)
 	var out store.Conversation
 	var fnErr error
+	preindexed := make(map[string]bool) // rule 1's first write, once per user however often fn runs
 	err := s.op("update conversation", func(ctx context.Context) error {
 		for attempt := 1; ; attempt++ {
 			e, err := s.convs.Get(ctx, key)
@@ -109,8 +111,12 @@ func (s *State) UpdateConversation(id string, fn func(c *store.Conversation) err
 				return fmt.Errorf("conversation %q: encode: %w", id, err)
 			}
 			added, removed := diff(old, c.Members)
-			if err := s.index(ctx, id, added); err != nil {
+			fresh := slices.DeleteFunc(slices.Clone(added), func(u string) bool { return preindexed[u] })
+			if err := s.index(ctx, id, fresh); err != nil {
 				return err
+			}
+			for _, u := range fresh {
+				preindexed[u] = true
 			}
 			if _, err := s.convs.Update(ctx, key, data, e.Revision()); err != nil {
 				if conflict(err) {

@@ -54,15 +54,16 @@ import (
 // later", as gRPC's UNAVAILABLE does.
 var ErrUnavailable = errors.New("jsstate: JetStream unavailable")
 
-// Bucket names, after the prefix (default "parley") and an underscore.
+// Bucket names, after the prefix (default "parley") and an underscore;
+// the package doc says what each holds.
 const (
-	bucketUsers       = "users"         // token(user) → store.User
-	bucketConvs       = "conversations" // convKey(id) → store.Conversation
-	bucketMemberships = "memberships"   // token(user).convKey(id) → id
-	bucketReceipts    = "receipts"      // convKey(id).token(user) → receipt
-	bucketBlobs       = "blobs"         // blob meta, uploaders and grants: see blobs.go
-	bucketMeta        = "meta"          // signing-key → the JWT key
-	bucketBlobData    = "blobdata"      // object store: blob content
+	bucketUsers       = "users"
+	bucketConvs       = "conversations"
+	bucketMemberships = "memberships"
+	bucketReceipts    = "receipts"
+	bucketBlobs       = "blobs"
+	bucketMeta        = "meta"
+	bucketBlobData    = "blobdata"
 )
 
 type options struct {
