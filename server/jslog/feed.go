@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -27,13 +28,16 @@ type conv struct {
 	id      string
 	subject string
 
+	used atomic.Int64 // when conversation last returned it, Unix nanoseconds
+
 	mu       sync.Mutex // protects everything below
+	evicted  bool       // forgotten by the log: get a new conv instead
 	created  uint64
 	loaded   bool
 	loading  chan struct{} // closed when the running load ends; nil if none runs
 	base     uint64
 	fed      uint64      // newest seq delivered by the feed since created
-	tail     []tailEntry // the frames fed last, oldest first, contiguous in the conversation
+	tail     []tailEntry // the frames fed last, oldest first, contiguous; kept while subs is not empty
 	subs     map[router.Subscriber]uint64
 	pubLast  uint64 // this node's best guess of the newest seq, for publishing
 	pubKnown bool   // pubLast came from an ack or the leader since the last conflict
@@ -73,7 +77,62 @@ func (l *Log) conversation(id string) (*conv, error) {
 			subs: make(map[router.Subscriber]uint64), space: make(chan struct{})}
 		l.convs[id] = c
 	}
+	c.used.Store(time.Now().UnixNano())
 	return c, nil
+}
+
+// locked returns id's state loaded and with its lock held, never one that
+// has been forgotten.
+func (l *Log) locked(id string) (*conv, error) {
+	for {
+		c, err := l.conversation(id)
+		if err != nil {
+			return nil, err
+		}
+		if err := l.load(c); err != nil {
+			return nil, err
+		}
+		c.mu.Lock()
+		if !c.evicted {
+			return c, nil
+		}
+		c.mu.Unlock()
+	}
+}
+
+// forget drops the state of conversations nobody has used for the forget
+// period and nobody follows or publishes to on this node, so that a node's
+// memory follows its live conversations, not every one it ever served. It
+// holds feedMu, so that no message is between the feed's lookup of a
+// conversation and its delivery: a conversation created again starts from
+// what the feed has done, as any new one does.
+func (l *Log) forget() int {
+	cutoff := time.Now().Add(-l.opts.forget).UnixNano()
+	l.feedMu.Lock()
+	defer l.feedMu.Unlock()
+	l.mu.Lock()
+	var idle []*conv
+	for _, c := range l.convs {
+		if c.used.Load() < cutoff {
+			idle = append(idle, c)
+		}
+	}
+	l.mu.Unlock()
+	n := 0
+	for _, c := range idle {
+		c.mu.Lock()
+		if len(c.subs) == 0 && len(c.queue) == 0 && !c.publishing && c.loading == nil && c.used.Load() < cutoff {
+			c.evicted = true
+			l.mu.Lock()
+			if l.convs[c.id] == c {
+				delete(l.convs, c.id)
+				n++
+			}
+			l.mu.Unlock()
+		}
+		c.mu.Unlock()
+	}
+	return n
 }
 
 // lookup returns id's state if the node has one.
@@ -211,19 +270,23 @@ func (l *Log) stopFeed() (last uint64, stopped <-chan struct{}) {
 	return last, done
 }
 
-// watch restarts the feed when it has stood still for feedStall while the
-// stream moved on. The client library's ordered consumer recovers from most
+// watch forgets idle conversations, and restarts the feed when it has
+// stood still for feedStall while the stream moved on. The client library's ordered consumer recovers from most
 // failures by itself, but not always from the loss of the server it ran
 // on; the watchdog makes sure the feed never stops for good.
 func (l *Log) watch() {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	last, since := l.done.Load(), time.Now()
+	last, since, swept := l.done.Load(), time.Now(), time.Now()
 	for {
 		select {
 		case <-t.C:
 		case <-l.ctx.Done():
 			return
+		}
+		if time.Since(swept) >= l.opts.forget/2 {
+			l.forget()
+			swept = time.Now()
 		}
 		if d := l.done.Load(); d != last {
 			last, since = d, time.Now()
@@ -283,7 +346,13 @@ func (l *Log) handle(m jetstream.Msg) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.fed = seq
-	if l.opts.tail > 0 {
+	switch {
+	case len(c.subs) == 0:
+		// A tail must hold every message since its first one; one that
+		// stops growing must go. Catch-up of a conversation nobody here
+		// follows reads the stream.
+		c.tail = nil
+	case l.opts.tail > 0:
 		c.tail = append(c.tail, tailEntry{frame: f, prev: prevSeq(data)})
 		if len(c.tail) > l.opts.tail {
 			c.tail[0] = tailEntry{}
@@ -333,14 +402,10 @@ func (l *Log) attach(c *conv, sub router.Subscriber, seen uint64) {
 // and deletes applied to the posts); sub is attached under the same lock
 // the feed takes to deliver, at the seq the feed has reached.
 func (l *Log) Catchup(convID string, after uint64, max int, sub router.Subscriber) (frames []*router.Frame, next uint64, live bool, err error) {
-	c, err := l.conversation(convID)
+	c, err := l.locked(convID)
 	if err != nil {
 		return nil, after, false, err
 	}
-	if err := l.load(c); err != nil {
-		return nil, after, false, err
-	}
-	c.mu.Lock()
 	head := c.head()
 	if after >= head {
 		l.attach(c, sub, after)
@@ -399,14 +464,10 @@ func (l *Log) Unsubscribe(convID string, sub router.Subscriber) {
 // just stored through another node may be missing for as long as the feed
 // takes to deliver it (usually a millisecond).
 func (l *Log) Head(convID string) (uint64, error) {
-	c, err := l.conversation(convID)
+	c, err := l.locked(convID)
 	if err != nil {
 		return 0, err
 	}
-	if err := l.load(c); err != nil {
-		return 0, err
-	}
-	c.mu.Lock()
 	defer c.mu.Unlock()
 	return max(c.head(), c.pubLast), nil
 }

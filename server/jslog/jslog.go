@@ -82,6 +82,7 @@ type options struct {
 	retry    time.Duration
 	queue    int
 	tail     int
+	forget   time.Duration
 	logger   *slog.Logger
 	now      func() time.Time
 }
@@ -126,6 +127,10 @@ func WithQueue(n int) Option { return func(o *options) { o.queue = n } }
 // catch-up without a read (default 128).
 func WithTail(n int) Option { return func(o *options) { o.tail = n } }
 
+// WithForget sets how long the node keeps what it knows of a conversation
+// that nobody on it follows or publishes to (default 10 minutes).
+func WithForget(d time.Duration) Option { return func(o *options) { o.forget = d } }
+
 // WithLogger sets the logger.
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
 
@@ -167,7 +172,7 @@ type Log struct {
 	published, deliveries, subs, repaired atomic.Int64
 
 	mu     sync.Mutex       // protects convs and closed; held for wg.Add
-	convs  map[string]*conv // conversations touched since start, never removed
+	convs  map[string]*conv // conversations in use; see forget
 	closed bool
 }
 
@@ -178,7 +183,7 @@ func New(ctx context.Context, nc *nats.Conn, opts ...Option) (*Log, error) {
 	o := options{
 		stream: "PARLEY_MSGS", prefix: "parley", replicas: 3, window: 2 * time.Minute,
 		timeout: 2 * time.Second, retry: 10 * time.Second, queue: 1024, tail: 128,
-		logger: slog.Default(), now: time.Now,
+		forget: 10 * time.Minute, logger: slog.Default(), now: time.Now,
 	}
 	for _, opt := range opts {
 		opt(&o)
@@ -190,8 +195,8 @@ func New(ctx context.Context, nc *nats.Conn, opts ...Option) (*Log, error) {
 		return nil, errors.New("jslog: stream name and subject prefix must not be empty")
 	case o.replicas < 1 || o.replicas > 5:
 		return nil, fmt.Errorf("jslog: replicas must be 1 to 5, got %d", o.replicas)
-	case o.window <= 0 || o.timeout <= 0 || o.retry <= 0:
-		return nil, errors.New("jslog: duplicate window, timeout and retry must be positive")
+	case o.window <= 0 || o.timeout <= 0 || o.retry <= 0 || o.forget <= 0:
+		return nil, errors.New("jslog: duplicate window, timeout, retry and forget must be positive")
 	case o.queue <= 0 || o.tail < 0:
 		return nil, fmt.Errorf("jslog: queue must be positive and tail not negative, got %d and %d", o.queue, o.tail)
 	}
@@ -389,12 +394,16 @@ type Stats struct {
 	Subscriptions int64  // live (conversation, subscriber) pairs on this node
 	Repaired      int64  // messages whose dedup entry or overlay the repairer had to write
 	FeedSeq       uint64 // the stream seq through which the feed has delivered
+	Conversations int    // conversations the node keeps state for
 }
 
 // Stats returns the counters. It is safe for concurrent use.
 func (l *Log) Stats() Stats {
+	l.mu.Lock()
+	n := len(l.convs)
+	l.mu.Unlock()
 	return Stats{Published: l.published.Load(), Deliveries: l.deliveries.Load(), Subscriptions: l.subs.Load(),
-		Repaired: l.repaired.Load(), FeedSeq: l.done.Load()}
+		Repaired: l.repaired.Load(), FeedSeq: l.done.Load(), Conversations: n}
 }
 
 // unavailable marks err as retryable.

@@ -244,6 +244,7 @@ func TestLog(t *testing.T) {
 	t.Run("RefusingSubscriberIsDropped", func(t *testing.T) { testRefusingSubscriber(t, c) })
 	t.Run("Reads", func(t *testing.T) { testReads(t, c) })
 	t.Run("BeforePagesBackThroughEverything", func(t *testing.T) { testBeforePages(t, c) })
+	t.Run("ForgetsIdleConversations", func(t *testing.T) { testForget(t, c) })
 	t.Run("ChatServicesOnTwoNodes", func(t *testing.T) { testChatServices(t, c) })
 	t.Run("Closed", func(t *testing.T) { testClosed(t, c) })
 }
@@ -763,6 +764,47 @@ func testBeforePages(t *testing.T, c *natstest.Cluster) {
 					t.Fatalf("limit %d: message %d has seq %d, want %d", limit, i, got[i], m.GetSeq())
 				}
 			}
+		}
+	}
+}
+
+// A node forgets conversations nobody uses and picks them up again as if
+// new: the head, catch-up and live delivery are right, including messages
+// the node's feed passed while it knew nothing of the conversation.
+func testForget(t *testing.T, c *natstest.Cluster) {
+	ctx := testCtx(t)
+	opts := names()
+	a := node(t, c, 0, append(opts, WithForget(200*time.Millisecond))...)
+	b := node(t, c, 1, opts...)
+	const conv = "room:forgotten"
+	for i := range 3 {
+		publish(t, a, post(conv, "alice", fmt.Sprint(i)))
+	}
+	var rec recorder
+	follow(t, a, conv, 0, 10, &rec)
+	a.Unsubscribe(conv, &rec)
+	waitFor(t, ctx, "a to forget", func() bool { return a.Stats().Conversations == 0 })
+	var last uint64
+	for i := 3; i < 5; i++ {
+		last = publish(t, b, post(conv, "bob", fmt.Sprint(i))).Seq
+	}
+	waitFor(t, ctx, "a's feed", func() bool { return a.Stats().FeedSeq >= last })
+	if h, err := a.Head(conv); err != nil || h != last {
+		t.Fatalf("Head after forgetting: %d, %v; want %d", h, err, last)
+	}
+	var again recorder
+	replay := follow(t, a, conv, 0, 2, &again)
+	live := publish(t, b, post(conv, "bob", "5")).Seq
+	waitFor(t, ctx, "the live message", func() bool { return len(again.snapshot()) == 1 })
+	got := append(replay, again.snapshot()...)
+	stored := all(t, b, conv)
+	checkChain(t, stored)
+	if len(got) != 6 || len(stored) != 6 || got[5].Seq != live {
+		t.Fatalf("got %d frames, %d stored", len(got), len(stored))
+	}
+	for i, f := range got {
+		if f.Seq != stored[i].GetSeq() {
+			t.Fatalf("frame %d has seq %d, want %d", i, f.Seq, stored[i].GetSeq())
 		}
 	}
 }

@@ -44,40 +44,49 @@ type pending struct {
 // must have checked that the sender may write to the conversation and that
 // ClientMsgID is not empty.
 func (l *Log) Publish(ctx context.Context, m router.Message, ack router.AckFunc) error {
-	c, err := l.conversation(m.Conv)
-	if err != nil {
+	p := &pending{m: m, ack: ack, key: dedupKey(m.Sender, m.ClientMsgID), looked: make(chan struct{})}
+	if _, err := l.conversation(m.Conv); err != nil {
 		return err
 	}
-	p := &pending{m: m, ack: ack, key: dedupKey(m.Sender, m.ClientMsgID), looked: make(chan struct{})}
 	// Resends older than JetStream's duplicate window are found in the
 	// dedup bucket. The lookup runs while earlier publishes of the
 	// conversation are on their way.
 	if !l.spawn(func() { l.lookupDedup(p) }) {
 		return ErrClosed
 	}
-	c.mu.Lock()
-	for len(c.queue) >= l.opts.queue {
-		space := c.space
-		c.mu.Unlock()
-		select {
-		case <-space:
-		case <-ctx.Done():
-			return fmt.Errorf("jslog: waiting for %s's publish queue: %w", m.Conv, ctx.Err())
-		case <-l.ctx.Done():
-			return ErrClosed
+	for {
+		c, err := l.conversation(m.Conv)
+		if err != nil {
+			return err
 		}
 		c.mu.Lock()
-	}
-	if !c.publishing {
-		if !l.spawn(func() { l.publisher(c) }) {
+		for len(c.queue) >= l.opts.queue && !c.evicted {
+			space := c.space
 			c.mu.Unlock()
-			return ErrClosed
+			select {
+			case <-space:
+			case <-ctx.Done():
+				return fmt.Errorf("jslog: waiting for %s's publish queue: %w", m.Conv, ctx.Err())
+			case <-l.ctx.Done():
+				return ErrClosed
+			}
+			c.mu.Lock()
 		}
-		c.publishing = true
+		if c.evicted {
+			c.mu.Unlock()
+			continue
+		}
+		if !c.publishing {
+			if !l.spawn(func() { l.publisher(c) }) {
+				c.mu.Unlock()
+				return ErrClosed
+			}
+			c.publishing = true
+		}
+		c.queue = append(c.queue, p)
+		c.mu.Unlock()
+		return nil
 	}
-	c.queue = append(c.queue, p)
-	c.mu.Unlock()
-	return nil
 }
 
 // publisher publishes c's queue in order and exits when it is empty.
