@@ -2,6 +2,7 @@ package jsstate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -134,6 +135,25 @@ func TestSingleServer(t *testing.T) {
 	if _, err := cl.open(t, 0, "parley", WithReplicas(3)).User("alice"); err != nil {
 		t.Fatalf("second node: %v", err)
 	}
+
+	// Without a server, calls fail within their timeout with
+	// ErrUnavailable, and Close does not hang.
+	short := cl.open(t, 0, "parley", WithTimeout(time.Second))
+	cl.c.Nodes[0].Stop()
+	if _, err := short.User("alice"); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("User without a server: %v; want ErrUnavailable", err)
+	}
+	done := make(chan error, 1)
+	short.UpdateReceipt(store.ReceiptUpdate{Conv: "room:x", User: "alice", Read: 1}, func(_ store.Receipt, err error) { done <- err })
+	if err := <-done; !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("UpdateReceipt without a server: %v; want ErrUnavailable", err)
+	}
+	short.Close()
+	if _, err := short.User("alice"); !errors.Is(err, store.ErrClosed) {
+		t.Fatalf("User after Close: %v; want store.ErrClosed", err)
+	}
+	cl.c.Nodes[0].Start()
+	cl.c.Nodes[0].WaitReady()
 
 	nc, err := nats.Connect(cl.c.Nodes[0].URL)
 	if err != nil {

@@ -329,6 +329,9 @@ func retry(ctx context.Context, attempt time.Duration, f func(ctx context.Contex
 		actx, cancel := context.WithTimeout(ctx, attempt)
 		err := f(actx)
 		cancel()
+		if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrConnectionDraining) {
+			return fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
 		if err == nil || !transient(err) {
 			return err
 		}
@@ -342,6 +345,9 @@ func retry(ctx context.Context, attempt time.Duration, f func(ctx context.Contex
 	}
 }
 
+// jsErrCodeNoPeers is JetStream's "no suitable peers for placement".
+const jsErrCodeNoPeers jetstream.ErrorCode = 10005
+
 // transient reports whether err may go away by itself: JetStream or the
 // connection is briefly unreachable.
 func transient(err error) bool {
@@ -352,7 +358,9 @@ func transient(err error) bool {
 		errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, jetstream.ErrConsumerLeadershipChanged):
 		return true
 	case errors.As(err, &apiErr):
-		return apiErr.Code == 503 || apiErr.Code == 408
+		// 10005: no suitable peers, as while a server of the cluster is
+		// down or slow to answer and a bucket is being created.
+		return apiErr.Code == 503 || apiErr.Code == 408 || apiErr.ErrorCode == jsErrCodeNoPeers
 	}
 	return false
 }
