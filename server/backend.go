@@ -92,6 +92,13 @@ func openCluster(cfg Config, stats *metrics.Metrics) (*backend, error) {
 		nats.Name("parleyd"),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { cfg.Logger.Warn("nats", "err", err) }),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				cfg.Logger.Warn("nats: disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { cfg.Logger.Info("nats: reconnected", "url", c.ConnectedUrl()) }),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("server: connect to NATS at %s: %w", cfg.NATSURL, err)
