@@ -13,7 +13,7 @@ DATA_DIR ?= ./data
 ADDR     ?= :8080
 GOTEST_FLAGS ?= -race -count=1 -timeout 15m
 
-.PHONY: cluster all build run test test-go generate check-generated lint-proto tools clean torture \
+.PHONY: bench cluster all build run test test-go generate check-generated lint-proto tools clean torture \
 	web check-web test-web test-e2e chromium
 
 all: build
@@ -94,6 +94,15 @@ build: web
 
 run: build
 	$(BIN)/parleyd --data-dir $(DATA_DIR) --addr $(ADDR)
+
+# The performance suite: every target against Parley and the bare gRPC
+# baseline in the same run (servers in child processes, fsync on). The table
+# goes to the terminal; bench.md, bench.json, latency.svg and throughput.svg
+# land in $(BENCH_OUT), which the README's Performance section shows.
+BENCH_OUT ?= docs/bench
+bench:
+	$(GO) build -o $(BIN)/parley-bench ./client/cmd/parley-bench
+	$(BIN)/parley-bench suite --out $(BENCH_OUT)
 
 # Three nats-server processes (one JetStream cluster, fsync on every write)
 # and three parleyd nodes on ports 8081-8083 sharing it; Ctrl-C stops them.
