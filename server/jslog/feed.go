@@ -328,6 +328,7 @@ func (l *Log) handle(m jetstream.Msg) {
 		return
 	}
 	seq := meta.Sequence.Stream
+	l.lastFed.Store(time.Now().UnixNano())
 	if seq <= l.done.Load() {
 		return
 	}
@@ -462,15 +463,33 @@ func (l *Log) Unsubscribe(convID string, sub router.Subscriber) {
 // Head returns the newest seq of conv this node knows: what its feed has
 // delivered, or what its own publishes were acknowledged with. A message
 // just stored through another node may be missing for as long as the feed
-// takes to deliver it (usually a millisecond).
+// takes to deliver it, usually a millisecond; when the feed has delivered
+// nothing for feedQuiet (an idle stream, or a feed that stalls), Head asks
+// the stream leader instead, so that a stalled feed does not leave it
+// behind for long.
 func (l *Log) Head(convID string) (uint64, error) {
 	c, err := l.locked(convID)
 	if err != nil {
 		return 0, err
 	}
-	defer c.mu.Unlock()
-	return max(c.head(), c.pubLast), nil
+	head := max(c.head(), c.pubLast)
+	c.mu.Unlock()
+	if time.Since(time.Unix(0, l.lastFed.Load())) < feedQuiet {
+		return head, nil
+	}
+	m, err := l.leaderGet(l.ctx, l.opts.stream, getRequest{LastFor: c.subject})
+	if err != nil || m.seq <= head {
+		return head, nil // what the node knows is the best answer it has
+	}
+	c.mu.Lock()
+	c.pubLast = max(c.pubLast, m.seq)
+	c.mu.Unlock()
+	return m.seq, nil
 }
+
+// feedQuiet is how long the feed may deliver nothing before Head stops
+// trusting it alone.
+const feedQuiet = time.Second
 
 // Broadcast sends an event frame (Seq 0: a receipt, typing, presence) to
 // conv's live subscribers on every node, this one included, over core NATS.

@@ -168,6 +168,8 @@ type Log struct {
 	// done is the stream seq through which the feed has delivered. It only
 	// grows. See conversation for why it is stored under Log.mu or conv.mu.
 	done atomic.Uint64
+	// lastFed is when the feed last delivered a message, Unix nanoseconds.
+	lastFed atomic.Int64
 
 	published, deliveries, subs, repaired atomic.Int64
 

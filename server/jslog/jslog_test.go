@@ -245,6 +245,7 @@ func TestLog(t *testing.T) {
 	t.Run("Reads", func(t *testing.T) { testReads(t, c) })
 	t.Run("BeforePagesBackThroughEverything", func(t *testing.T) { testBeforePages(t, c) })
 	t.Run("ForgetsIdleConversations", func(t *testing.T) { testForget(t, c) })
+	t.Run("HeadWithoutFeed", func(t *testing.T) { testHeadWithoutFeed(t, c) })
 	t.Run("ChatServicesOnTwoNodes", func(t *testing.T) { testChatServices(t, c) })
 	t.Run("Closed", func(t *testing.T) { testClosed(t, c) })
 }
@@ -806,5 +807,25 @@ func testForget(t *testing.T, c *natstest.Cluster) {
 		if f.Seq != stored[i].GetSeq() {
 			t.Fatalf("frame %d has seq %d, want %d", i, f.Seq, stored[i].GetSeq())
 		}
+	}
+}
+
+// When the feed delivers nothing, Head asks the leader, so a stalled feed
+// does not hold it back (a receipt for a message read through another node
+// would otherwise be refused as past the head).
+func testHeadWithoutFeed(t *testing.T, c *natstest.Cluster) {
+	ctx := testCtx(t)
+	opts := names()
+	a, b := node(t, c, 0, opts...), node(t, c, 1, opts...)
+	const conv = "room:stalled"
+	publish(t, a, post(conv, "alice", "1"))
+	if _, err := a.Head(conv); err != nil {
+		t.Fatal(err)
+	}
+	a.stopFeed() // as if its server had died; the watchdog restarts it within seconds
+	last := publish(t, b, post(conv, "bob", "2")).Seq
+	waitFor(t, ctx, "a quiet feed", func() bool { return time.Since(time.Unix(0, a.lastFed.Load())) > feedQuiet })
+	if h, err := a.Head(conv); err != nil || h != last {
+		t.Fatalf("Head with a stalled feed: %d, %v; want %d", h, err, last)
 	}
 }
