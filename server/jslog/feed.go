@@ -23,7 +23,9 @@ import (
 // tail, subs); load finds base, the newest seq at or before created, from
 // the stream leader. So max(base, fed) is exactly the conversation's newest
 // seq at or before Log.done: everything up to it can be read from the
-// stream, everything after it will still be delivered to subs.
+// stream, everything after it will still be delivered to subs. A conv
+// that forget dropped is marked evicted and must not get subscribers or
+// publishes; whoever finds it so asks conversation for a new one.
 type conv struct {
 	id      string
 	subject string
@@ -36,11 +38,11 @@ type conv struct {
 	loaded   bool
 	loading  chan struct{} // closed when the running load ends; nil if none runs
 	base     uint64
-	fed      uint64      // newest seq delivered by the feed since created
-	tail     []tailEntry // the frames fed last, oldest first, contiguous; kept while subs is not empty
-	subs     map[router.Subscriber]uint64
-	pubLast  uint64 // this node's best guess of the newest seq, for publishing
-	pubKnown bool   // pubLast came from an ack or the leader since the last conflict
+	fed      uint64                       // newest seq delivered by the feed since created
+	tail     []tailEntry                  // the frames fed last, oldest first, contiguous; kept while subs is not empty
+	subs     map[router.Subscriber]uint64 // live subscribers and the seq each has seen
+	pubLast  uint64                       // this node's best guess of the newest seq, for publishing
+	pubKnown bool                         // pubLast came from an ack or the leader since the last conflict
 
 	queue      []*pending    // publishes waiting, in order
 	publishing bool          // a publisher goroutine runs for this conversation
