@@ -1,6 +1,7 @@
 package jsstate
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -118,14 +119,27 @@ func (s *State) UpdateConversation(id string, fn func(c *store.Conversation) err
 			for _, u := range fresh {
 				preindexed[u] = true
 			}
-			if _, err := s.convs.Update(ctx, key, data, e.Revision()); err != nil {
-				if conflict(err) {
-					s.casPause(ctx, attempt)
-					continue
+			// An update that changes nothing (joining a room one is in) is
+			// not written, so it wakes no watcher.
+			if !bytes.Equal(data, e.Value()) {
+				if _, err := s.convs.Update(ctx, key, data, e.Revision()); err != nil {
+					if conflict(err) {
+						s.casPause(ctx, attempt)
+						continue
+					}
+					return err
 				}
-				return err
 			}
-			if err := s.index(ctx, id, added); err != nil {
+			// Rule 1's second write goes to everyone an attempt added who
+			// is a member now: an earlier attempt may have been stored
+			// without an answer, and then this one added nobody.
+			var post []string
+			for u := range preindexed {
+				if c.IsMember(u) {
+					post = append(post, u)
+				}
+			}
+			if err := s.index(ctx, id, post); err != nil {
 				return err
 			}
 			for _, u := range removed {

@@ -43,6 +43,20 @@ func testConversations(t *testing.T, cl *cluster) {
 			}
 		}
 	}
+	// An update that changes nothing writes nothing.
+	before, err := a.convs.Get(context.Background(), convKey("group:x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := b.UpdateConversation("group:x", func(c *store.Conversation) error {
+		c.Members = append(c.Members, "bob") // already a member
+		return nil
+	}); err != nil || fmt.Sprint(c.Members) != "[alice bob]" {
+		t.Fatalf("no-op update = %v, %v", c.Members, err)
+	}
+	if after, err := a.convs.Get(context.Background(), convKey("group:x")); err != nil || after.Revision() != before.Revision() {
+		t.Fatalf("no-op update wrote revision %d (was %d): %v", after.Revision(), before.Revision(), err)
+	}
 	boom := errors.New("boom")
 	if _, err := b.UpdateConversation("group:x", func(c *store.Conversation) error { c.Members = nil; return boom }); err != boom {
 		t.Fatalf("fn error not returned as is: %v", err)
