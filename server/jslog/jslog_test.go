@@ -245,6 +245,7 @@ func TestLog(t *testing.T) {
 	t.Run("Reads", func(t *testing.T) { testReads(t, c) })
 	t.Run("BeforePagesBackThroughEverything", func(t *testing.T) { testBeforePages(t, c) })
 	t.Run("ForgetsIdleConversations", func(t *testing.T) { testForget(t, c) })
+	t.Run("NoClientIDIsNotDeduplicated", func(t *testing.T) { testNoClientID(t, c) })
 	t.Run("HeadWithoutFeed", func(t *testing.T) { testHeadWithoutFeed(t, c) })
 	t.Run("ChatServicesOnTwoNodes", func(t *testing.T) { testChatServices(t, c) })
 	t.Run("Closed", func(t *testing.T) { testClosed(t, c) })
@@ -827,5 +828,20 @@ func testHeadWithoutFeed(t *testing.T, c *natstest.Cluster) {
 	waitFor(t, ctx, "a quiet feed", func() bool { return time.Since(time.Unix(0, a.lastFed.Load())) > feedQuiet })
 	if h, err := a.Head(conv); err != nil || h != last {
 		t.Fatalf("Head with a stalled feed: %d, %v; want %d", h, err, last)
+	}
+}
+
+// Messages without a client id are all stored: there is nothing to
+// recognise a resend by.
+func testNoClientID(t *testing.T, c *natstest.Cluster) {
+	a := node(t, c, 0, names()...)
+	const conv = "room:anonymous"
+	first := publish(t, a, post(conv, "alice", ""))
+	second := publish(t, a, post(conv, "alice", ""))
+	if first.Duplicate || second.Duplicate || first.Seq == second.Seq {
+		t.Fatalf("acks %+v and %+v, want two messages", first, second)
+	}
+	if msgs := all(t, a, conv); len(msgs) != 2 {
+		t.Fatalf("%d stored, want 2", len(msgs))
 	}
 }

@@ -41,8 +41,9 @@ type pending struct {
 // may not be stored: resend it with the same client_message_id) or
 // ErrClosed. Publish blocks only while the conversation already has a full
 // queue of publishes waiting on this node; ctx bounds that wait. The caller
-// must have checked that the sender may write to the conversation and that
-// ClientMsgID is not empty.
+// must have checked that the sender may write to the conversation; a
+// message without a ClientMsgID is stored, but nothing can recognise its
+// resends.
 func (l *Log) Publish(ctx context.Context, m router.Message, ack router.AckFunc) error {
 	p := &pending{m: m, ack: ack, key: dedupKey(m.Sender, m.ClientMsgID), looked: make(chan struct{})}
 	if _, err := l.conversation(m.Conv); err != nil {
@@ -110,6 +111,9 @@ func (l *Log) publisher(c *conv) {
 
 func (l *Log) lookupDedup(p *pending) {
 	defer close(p.looked)
+	if p.m.ClientMsgID == "" {
+		return // nothing to deduplicate by
+	}
 	ctx, cancel := context.WithTimeout(l.ctx, l.opts.timeout)
 	defer cancel()
 	p.rec, p.found, p.lookErr = l.dedupGet(ctx, p.key)
@@ -173,8 +177,11 @@ func (l *Log) store(c *conv, p *pending, msg *parleyv1.Message) (res router.Resu
 			}
 			var ack *jetstream.PubAck
 			actx, acancel := context.WithTimeout(ctx, l.opts.timeout)
-			ack, err = l.js.PublishMsg(actx, &nats.Msg{Subject: c.subject, Data: data},
-				jetstream.WithMsgID(msgID), jetstream.WithExpectLastSequencePerSubject(prev))
+			popts := []jetstream.PublishOpt{jetstream.WithExpectLastSequencePerSubject(prev)}
+			if p.m.ClientMsgID != "" {
+				popts = append(popts, jetstream.WithMsgID(msgID))
+			}
+			ack, err = l.js.PublishMsg(actx, &nats.Msg{Subject: c.subject, Data: data}, popts...)
 			acancel()
 			switch {
 			case err == nil && ack.Duplicate:
@@ -254,6 +261,9 @@ func (l *Log) settle(p *pending, msg *parleyv1.Message, res router.Result, dup b
 	ctx, cancel := context.WithTimeout(l.ctx, l.opts.retry)
 	defer cancel()
 	err := l.retry(ctx, func(ctx context.Context) error {
+		if p.m.ClientMsgID == "" {
+			return nil
+		}
 		_, err := l.ensureDedup(ctx, p.key, res.Conv, res.Seq, false)
 		return err
 	})
