@@ -308,10 +308,20 @@ func (s *State) WatchConversations(ctx context.Context, fn func(id string)) (sto
 		return nil, fmt.Errorf("jsstate: watch conversations: %w", err)
 	}
 	done := make(chan struct{})
+	// Under the lock, so that Close, once it holds it, waits for every
+	// watch that started.
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		stopWatcher(w.w)
+		cancel()
+		return nil, fmt.Errorf("jsstate: watch conversations: %w", store.ErrClosed)
+	}
 	s.watchers.Go(func() {
 		defer close(done)
 		w.run(wctx)
 	})
+	s.mu.RUnlock()
 	var once sync.Once
 	return func() {
 		once.Do(cancel)

@@ -129,7 +129,7 @@ type State struct {
 	watchers      sync.WaitGroup // WatchConversations goroutines
 	done          chan struct{}  // closed by Close: watchers return
 
-	mu     sync.RWMutex // protects closed; held for reading while enqueueing so Close cannot race a send on receiptQueues
+	mu     sync.RWMutex // protects closed; held for reading while enqueueing a receipt or starting a watch, so that Close cannot race either
 	closed bool
 }
 
