@@ -23,12 +23,14 @@
 //
 // A parleyd node in cluster mode uses it like this:
 //
+//	nc, err := nats.Connect(urls, nats.MaxReconnects(-1)) // keep reconnecting: a lost server is routine
+//	js, err := jetstream.New(nc)
 //	st, err := jsstate.Open(ctx, js, jsstate.WithReplicas(n))
 //	key, err := st.SigningKey(ctx)       // unless a key is configured
 //	svc, err := chat.New(router, jsstate.Store{Log: clusteredLog, State: st}, tokens, ...)
 //	stop, err := st.WatchConversations(ctx, forget) // forget: drop chat's cached copy
 //	...
-//	stop(); svc.Shutdown(ctx); st.Close()  // then drain the NATS connection
+//	svc.Shutdown(ctx); st.Close()          // Close ends the watch too; then drain the NATS connection
 //
 // Methods without a context bound themselves (WithTimeout) and ride out a
 // lost server by retrying; what still fails wraps ErrUnavailable, and after
