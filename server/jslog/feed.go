@@ -166,7 +166,15 @@ func (l *Log) load(c *conv) error {
 		created := c.created
 		c.mu.Unlock()
 
-		base, err := l.lastAtOrBefore(l.ctx, c.subject, created)
+		// Through a leader election: what is at stake is a subscriber's
+		// catch-up or a head, which are better late than failed.
+		var base uint64
+		ctx, cancel := context.WithTimeout(l.ctx, l.opts.retry)
+		err := l.retry(ctx, func(ctx context.Context) (err error) {
+			base, err = l.lastAtOrBefore(ctx, c.subject, created)
+			return err
+		})
+		cancel()
 		c.mu.Lock()
 		c.loading = nil
 		if err == nil {
