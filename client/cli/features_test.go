@@ -227,7 +227,10 @@ func TestListenShowsWhatHappens(t *testing.T) {
 		if err := st.do(); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, st.line, func() bool { return strings.HasPrefix(listen.lines()[len(listen.lines())-1], st.line) })
+		eventually(t, st.line, func() bool {
+			l := listen.lines() // once: the output may grow between two reads
+			return strings.HasPrefix(l[len(l)-1], st.line)
+		})
 	}
 	if code := listen.stop(); code != 0 {
 		t.Fatalf("listen exit %d: %s", code, listen.errOut.String())
