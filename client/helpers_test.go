@@ -16,7 +16,11 @@ import (
 // The server that the end-to-end tests start pulls in the grpc-web wrapper,
 // whose timer package starts a goroutine in its init; it is not ours.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/desertbit/timer.timerRoutine"))
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/desertbit/timer.timerRoutine"),
+		// nats.go may leave this one behind when a connection is closed
+		// while it reconnects (cluster tests kill NATS servers); it ends
+		// with the process.
+		goleak.IgnoreTopFunction("github.com/nats-io/nats.go/jetstream.(*jetStream).resetPendingAcksOnReconnect"))
 }
 
 const conv = "room:lobby"

@@ -61,7 +61,7 @@ func toStatus(err error) error {
 		code = codes.ResourceExhausted
 	case errors.Is(err, errUnauth):
 		code = codes.Unauthenticated
-	case errors.Is(err, errUnavailable), errors.Is(err, store.ErrClosed), errors.Is(err, router.ErrClosed):
+	case errors.Is(err, errUnavailable), errors.Is(err, store.ErrClosed), errors.Is(err, store.ErrUnavailable), errors.Is(err, router.ErrClosed):
 		code = codes.Unavailable
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled

@@ -67,7 +67,9 @@ var (
 	// leader election, a timeout, a lost connection. An acknowledgement that
 	// fails with it means the message may or may not be stored; a resend
 	// with the same client_message_id finds out without storing it twice.
-	ErrUnavailable = errors.New("jslog: JetStream unavailable, retry")
+	// It wraps store.ErrUnavailable, which the services answer with
+	// UNAVAILABLE.
+	ErrUnavailable = fmt.Errorf("jslog: JetStream unavailable, retry: %w", store.ErrUnavailable)
 )
 
 // epochKey is the stream metadata key holding the log's epoch.

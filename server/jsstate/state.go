@@ -53,8 +53,9 @@ import (
 
 // ErrUnavailable wraps failures to reach JetStream that outlasted the
 // operation's retries (no quorum, no connection). It means "try again
-// later", as gRPC's UNAVAILABLE does.
-var ErrUnavailable = errors.New("jsstate: JetStream unavailable")
+// later", as gRPC's UNAVAILABLE does, and wraps store.ErrUnavailable, which
+// the services answer with it.
+var ErrUnavailable = fmt.Errorf("jsstate: JetStream unavailable: %w", store.ErrUnavailable)
 
 // Bucket names, after the prefix (default "parley") and an underscore;
 // the package doc says what each holds.

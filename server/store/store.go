@@ -32,6 +32,10 @@ var (
 	ErrClosed   = errors.New("store: closed")
 	ErrNotFound = errors.New("store: not found")
 	ErrExists   = errors.New("store: already exists")
+	// ErrUnavailable is for stores that can be out of reach for a while
+	// (a cluster's during a leader election): their retryable errors wrap
+	// it, and the services answer them with UNAVAILABLE.
+	ErrUnavailable = errors.New("store: unavailable")
 )
 
 // FileName is the name of the bbolt file inside the data directory.
