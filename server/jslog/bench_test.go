@@ -104,3 +104,35 @@ func benchPublish(b *testing.B, l *Log, m router.Message) {
 		b.Fatal(err)
 	}
 }
+
+// BenchmarkPublishSync compares what an ack costs with nats-server's
+// default sync interval (the write reaches the OS before the ack; fsync
+// every 2 minutes) and with sync_interval: always (fsync before the ack),
+// the setting the shipped cluster configuration uses.
+//
+//	go test -run - -bench PublishSync ./server/jslog
+func BenchmarkPublishSync(b *testing.B) {
+	for _, always := range []bool{false, true} {
+		b.Run(fmt.Sprintf("always=%v", always), func(b *testing.B) {
+			c := natstest.Start(b, natstest.Options{SyncAlways: always})
+			a := node(b, c, 0, names()...)
+			var ids atomic.Int64
+			next := func() string { return fmt.Sprint(ids.Add(1)) }
+			b.Run("OneConversation", func(b *testing.B) {
+				for b.Loop() {
+					benchPublish(b, a, post("room:one", "alice", next()))
+				}
+			})
+			b.Run("ManyConversations", func(b *testing.B) {
+				var convs atomic.Int64
+				b.SetParallelism(32)
+				b.RunParallel(func(pb *testing.PB) {
+					conv := fmt.Sprintf("room:c%d", convs.Add(1))
+					for pb.Next() {
+						benchPublish(b, a, post(conv, "alice", next()))
+					}
+				})
+			})
+		})
+	}
+}

@@ -122,7 +122,8 @@ type peer struct {
 	beat  time.Time // last message from it
 }
 
-// Start subscribes to the other nodes' messages and starts heartbeats. fn
+// Start subscribes to the other nodes' messages and starts heartbeats; it
+// returns once the subscription is in place. fn
 // is called on one goroutine for every change another node reports, and
 // with online false for every user of a node that stopped answering. stop
 // ends it all and waits for fn to return for the last time.
@@ -130,6 +131,12 @@ func (b *Bus) Start(fn func(node, user string, online bool, seen time.Time)) (st
 	in := make(chan *nats.Msg, 4096)
 	sub, err := b.nc.ChanSubscribe(b.opts.subject, in)
 	if err != nil {
+		return nil, fmt.Errorf("natspresence: subscribe %s: %w", b.opts.subject, err)
+	}
+	// Return only once the server has the subscription, so that what
+	// other nodes publish from now on reaches this one.
+	if err := b.nc.Flush(); err != nil {
+		sub.Unsubscribe()
 		return nil, fmt.Errorf("natspresence: subscribe %s: %w", b.opts.subject, err)
 	}
 	done, exited := make(chan struct{}), make(chan struct{})

@@ -56,7 +56,7 @@ func bus(t *testing.T, url, node string) *natspresence.Bus {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	b, err := natspresence.New(nc, natspresence.WithNode(node), natspresence.WithInterval(50*time.Millisecond))
+	b, err := natspresence.New(nc, natspresence.WithNode(node), natspresence.WithInterval(200*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
