@@ -58,6 +58,7 @@ type options struct {
 	observe       CommitObserver
 	observeIndex  IndexObserver
 	rewrite       RewriteFunc
+	indexDelay    time.Duration
 	batchSize     int
 	flushInterval time.Duration
 	noSync        bool
@@ -117,6 +118,11 @@ type RewriteFunc func(stored, event []byte) ([]byte, error)
 // entry's Target is ignored and only the event itself is stored.
 func WithRewrite(f RewriteFunc) Option { return func(o *options) { o.rewrite = f } }
 
+// WithIndexDelay is how long the writer lets journaled messages gather
+// before it indexes them (unless thousands are waiting): larger index
+// commits share pages and leave the disk to the journal's fsyncs.
+func WithIndexDelay(d time.Duration) Option { return func(o *options) { o.indexDelay = d } }
+
 // WithLogger sets the logger for commit failures.
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
 
@@ -160,7 +166,7 @@ type job struct {
 // Open opens (or creates) the store in dir. It fails fast if another process
 // holds the file.
 func Open(dir string, opts ...Option) (*Store, error) {
-	o := options{batchSize: 4096, queue: 8192, logger: slog.Default()}
+	o := options{batchSize: 4096, queue: 8192, indexDelay: 100 * time.Millisecond, logger: slog.Default()}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -324,6 +330,10 @@ func (s *Store) update(fn func(tx *bolt.Tx) error) error {
 	return <-res
 }
 
+// indexMin is the backlog the writer indexes at once, without waiting for
+// the index delay.
+const indexMin = 4096
+
 // indexRetry is how long the writer waits before retrying an index commit
 // that failed (a full disk, say); the messages stay journaled and readable
 // meanwhile.
@@ -337,7 +347,8 @@ func (s *Store) writer() {
 	defer close(s.done)
 	jobs, index := s.jobs, s.index
 	var backlog []journaled // journaled, not yet indexed, in journal order
-	var retry <-chan time.Time
+	var retry <-chan time.Time // the next index commit: a delay, or after a failure (failing) a backoff
+	failing := false
 	receipts := make([]job, 0, s.opts.batchSize)
 	for jobs != nil || index != nil || len(backlog) > 0 {
 		in := index
@@ -406,15 +417,24 @@ func (s *Store) writer() {
 					break more
 				}
 			}
-			if retry == nil {
+			switch {
+			case failing:
+				// Wait for the retry.
+			case len(backlog) >= indexMin:
+				retry = nil
 				if err := s.indexBacklog(&backlog); err != nil {
-					retry = time.After(indexRetry)
+					retry, failing = time.After(indexRetry), true
 				}
+			case retry == nil:
+				// Index a little later, with whatever else comes by then:
+				// the index is off the ack path, and a commit of many
+				// messages costs little more than one of a few.
+				retry = time.After(s.opts.indexDelay)
 			}
 		case <-retry:
-			retry = nil
+			retry, failing = nil, false
 			if err := s.indexBacklog(&backlog); err != nil {
-				retry = time.After(indexRetry)
+				retry, failing = time.After(indexRetry), true
 			}
 		}
 	}
