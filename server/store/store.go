@@ -346,7 +346,7 @@ const indexRetry = 100 * time.Millisecond
 func (s *Store) writer() {
 	defer close(s.done)
 	jobs, index := s.jobs, s.index
-	var backlog []journaled // journaled, not yet indexed, in journal order
+	var backlog []journaled    // journaled, not yet indexed, in journal order
 	var retry <-chan time.Time // the next index commit: a delay, or after a failure (failing) a backoff
 	failing := false
 	receipts := make([]job, 0, s.opts.batchSize)
