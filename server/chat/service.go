@@ -262,7 +262,7 @@ func (s *Service) Stats() Stats {
 	for _, set := range s.hub.streams {
 		for o := range set {
 			st.Streams++
-			n := len(o.q)
+			n := o.q.len()
 			st.QueuedFrames += n
 			st.MaxQueueDepth = max(st.MaxQueueDepth, n)
 		}

@@ -30,7 +30,7 @@ type outbound struct {
 	user   string
 	ctx    context.Context
 	cancel context.CancelCauseFunc
-	q      chan any
+	q      *queue
 
 	// following is the set of conversations this stream asked to follow; a
 	// new post elsewhere earns a Notification instead.
@@ -77,7 +77,7 @@ const drainingWindow = 500 * time.Millisecond
 // Backlogged implements router.Backlogger: the queue is more than half full
 // and the writer wrote within drainingWindow.
 func (o *outbound) Backlogged() bool {
-	return len(o.q) > cap(o.q)/2 && time.Now().UnixNano()-o.wrote.Load() < int64(drainingWindow)
+	return o.q.len() > o.q.max/2 && time.Now().UnixNano()-o.wrote.Load() < int64(drainingWindow)
 }
 
 // Items the writer handles besides frames and responses.
@@ -95,7 +95,7 @@ type (
 
 func (s *Service) newOutbound(parent context.Context, user string) *outbound {
 	ctx, cancel := context.WithCancelCause(parent)
-	return &outbound{svc: s, user: user, ctx: ctx, cancel: cancel, q: make(chan any, s.opts.queue), attached: make(map[string]bool),
+	return &outbound{svc: s, user: user, ctx: ctx, cancel: cancel, q: newQueue(s.opts.queue), attached: make(map[string]bool),
 		following: make(map[string]bool), inflight: make(chan struct{}, s.opts.maxInflight), ackReady: make(chan struct{}, 1)}
 }
 
@@ -186,9 +186,7 @@ func (o *outbound) Deliver(f *router.Frame) bool {
 // offer queues a best-effort event if there is room, and drops it (counted)
 // otherwise.
 func (o *outbound) offer(f *router.Frame) {
-	select {
-	case o.q <- f:
-	default:
+	if !o.q.put(f) {
 		o.svc.droppedEvents.Add(1)
 	}
 }
@@ -212,9 +210,7 @@ func (o *outbound) notify(conv string, f *router.Frame) {
 	}
 	o.noted[conv] = true
 	o.followMu.Unlock()
-	select {
-	case o.q <- note{conv: conv, frame: f}:
-	default:
+	if !o.q.put(note{conv: conv, frame: f}) {
 		o.svc.droppedEvents.Add(1)
 		o.noteSent(conv)
 	}
@@ -228,15 +224,13 @@ func (o *outbound) noteSent(conv string) {
 
 // push queues item without blocking, or ends the stream as a slow consumer.
 func (o *outbound) push(item any) bool {
-	select {
-	case o.q <- item:
+	if o.q.put(item) {
 		return true
-	default:
 	}
 	if o.ctx.Err() == nil {
 		o.svc.slowConsumers.Add(1)
 		o.cancel(fmt.Errorf("%w: slow consumer: %d frames are waiting to be sent on this stream; reconnect and resume from your last seq",
-			errExhausted, cap(o.q)))
+			errExhausted, o.q.max))
 	}
 	return false
 }
@@ -309,7 +303,11 @@ func (o *outbound) run(stream grpc.ServerStream, kind streamKind) (err error) {
 		var item any
 		if len(o.replays) > 0 {
 			select {
-			case item = <-o.q:
+			case <-o.q.ready:
+				var ok bool
+				if item, ok = o.q.take(); !ok {
+					continue // a token left by a put whose item was already taken
+				}
 			case <-o.ctx.Done():
 				return o.reason()
 			case <-o.svc.shutdown:
@@ -324,7 +322,11 @@ func (o *outbound) run(stream grpc.ServerStream, kind streamKind) (err error) {
 			}
 		} else {
 			select {
-			case item = <-o.q:
+			case <-o.q.ready:
+				var ok bool
+				if item, ok = o.q.take(); !ok {
+					continue // a token left by a put whose item was already taken
+				}
 			case <-o.ctx.Done():
 				return o.reason()
 			case <-o.svc.shutdown:

@@ -13,34 +13,71 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // A stream holds at most one Notification per conversation until it is
 // written; a full queue drops it without leaving the conversation muted.
 func TestNotificationsCoalesceUntilWritten(t *testing.T) {
-	o := &outbound{svc: &Service{}, q: make(chan any, 3)}
+	o := &outbound{svc: &Service{}, q: newQueue(3)}
 	f := &router.Frame{}
 	for range 5 {
 		o.notify("room:a", f)
 	}
 	o.notify("room:b", f)
-	if len(o.q) != 2 {
-		t.Fatalf("%d frames queued for 6 posts in 2 conversations, want 2", len(o.q))
+	if o.q.len() != 2 {
+		t.Fatalf("%d frames queued for 6 posts in 2 conversations, want 2", o.q.len())
 	}
 	// The writer writes room:a's: the next post there queues a new one.
-	if n := (<-o.q).(note); n.conv != "room:a" {
+	item, _ := o.q.take()
+	if n := item.(note); n.conv != "room:a" {
 		t.Fatalf("first queued note is for %s", n.conv)
 	} else {
 		o.noteSent(n.conv)
 	}
 	o.notify("room:a", f)
 	o.notify("room:c", f)
-	if len(o.q) != 3 {
-		t.Fatalf("%d frames queued, want 3 (room:b, room:a, room:c)", len(o.q))
+	if o.q.len() != 3 {
+		t.Fatalf("%d frames queued, want 3 (room:b, room:a, room:c)", o.q.len())
 	}
 	// Full: room:d is dropped and counted, and not left marked as queued.
 	o.notify("room:d", f)
 	if got := o.svc.droppedEvents.Load(); got != 1 {
 		t.Fatalf("dropped events = %d, want 1", got)
 	}
-	<-o.q
+	o.q.take()
 	o.notify("room:d", f)
-	if len(o.q) != 3 {
+	if o.q.len() != 3 {
 		t.Fatal("room:d stayed muted after its notification was dropped")
+	}
+}
+
+// The queue is FIFO, bounded, keeps its ready token while items remain, and
+// gives back a burst's memory once drained.
+func TestQueue(t *testing.T) {
+	q := newQueue(300)
+	for i := range 300 {
+		if !q.put(i) {
+			t.Fatalf("put %d refused below the bound", i)
+		}
+	}
+	if q.put(300) {
+		t.Fatal("put accepted past the bound")
+	}
+	for i := range 300 {
+		select {
+		case <-q.ready:
+		default:
+			t.Fatalf("no ready token with %d items queued", q.len())
+		}
+		item, ok := q.take()
+		if !ok || item != i {
+			t.Fatalf("take %d = %v, %v", i, item, ok)
+		}
+	}
+	if _, ok := q.take(); ok || q.len() != 0 {
+		t.Fatal("take from an empty queue")
+	}
+	select {
+	case <-q.ready:
+		t.Fatal("ready token left on a drained queue")
+	default:
+	}
+	if q.items != nil {
+		t.Fatalf("drained queue holds an array of %d", cap(q.items))
 	}
 }

@@ -1,0 +1,78 @@
+package chat
+
+import "sync"
+
+// queue is a stream's bounded outbound queue: many producers (the router's
+// fan-out, events, answers to the stream's own frames) and one consumer,
+// the stream's writer. Unlike a buffered channel it holds memory only for
+// what is queued, so the thousands of idle streams a node keeps cost
+// nothing here.
+type queue struct {
+	mu    sync.Mutex // protects items and head
+	items []any      // queued: items[head:]
+	head  int
+	max   int
+	// ready has capacity 1 and holds a token while items is not empty;
+	// the writer selects on it.
+	ready chan struct{}
+}
+
+func newQueue(max int) *queue { return &queue{max: max, ready: make(chan struct{}, 1)} }
+
+// put queues item, or returns false when max items are already queued.
+func (q *queue) put(item any) bool {
+	q.mu.Lock()
+	if len(q.items)-q.head >= q.max {
+		q.mu.Unlock()
+		return false
+	}
+	q.items = append(q.items, item)
+	q.mu.Unlock()
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// take returns the oldest item, or false when there is none. Only the
+// writer calls it, after receiving from ready; it puts the token back
+// while items remain.
+func (q *queue) take() (any, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.head == len(q.items) {
+		return nil, false
+	}
+	item := q.items[q.head]
+	q.items[q.head] = nil
+	q.head++
+	switch {
+	case q.head == len(q.items):
+		// Drained: start over, and let a burst's big array go.
+		if cap(q.items) > 256 {
+			q.items = nil
+		} else {
+			q.items = q.items[:0]
+		}
+		q.head = 0
+	default:
+		if q.head > len(q.items)/2 && q.head > 64 {
+			n := copy(q.items, q.items[q.head:])
+			clear(q.items[n:])
+			q.items, q.head = q.items[:n], 0
+		}
+		select {
+		case q.ready <- struct{}{}:
+		default:
+		}
+	}
+	return item, true
+}
+
+// len is the number of queued items.
+func (q *queue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.items) - q.head
+}
