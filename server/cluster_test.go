@@ -6,6 +6,11 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
 	"github.com/parleychat/parley/server/natstest"
 )
@@ -269,5 +274,91 @@ func TestClusterRoomAcrossNodes(t *testing.T) {
 	ack := reader.send(t, conv, "r1", "back")
 	if prev := after.GetMessages()[len(after.GetMessages())-1].GetSeq(); ack.GetSeq() <= prev {
 		t.Fatalf("a send after the restart got seq %d, not past %d", ack.GetSeq(), prev)
+	}
+}
+
+// The same client_message_id sent through two nodes at once is stored once
+// and both senders get its seq. A subscriber that never reads, on node 1, is
+// cut as a slow consumer while subscribers on node 1 and node 2 get
+// everything.
+func TestClusterDedupAndSlowConsumer(t *testing.T) {
+	_, nodes := startCluster(t, func(c *Config) { c.Queue = 64 })
+	alice := register(t, nodes[2], "alice")
+	bob := register(t, nodes[0], "bob")
+	carol := register(t, nodes[1], "carol")
+	dave := register(t, nodes[0], "dave")
+	conv := room(t, alice, "busy", bob, carol, dave)
+
+	// Dedup across nodes.
+	twin := &user{id: alice.id, token: alice.token}
+	twin.reconnect(t, nodes[1])
+	acks := make(chan *parleyv1.SendResponse, 2)
+	for _, u := range []*user{alice, twin} {
+		go func() {
+			resp, err := u.chat.Send(u.ctx(t), &parleyv1.SendRequest{ConversationId: conv, ClientMessageId: "twice", Body: "once"})
+			if err != nil {
+				t.Errorf("Send through one node: %v", err)
+			}
+			acks <- resp
+		}()
+	}
+	a, b := <-acks, <-acks
+	if a == nil || b == nil {
+		t.FailNow()
+	}
+	if a.GetSeq() != b.GetSeq() || a.GetDuplicate() == b.GetDuplicate() {
+		t.Fatalf("the same id through two nodes: %v and %v, want one seq, one of them a duplicate", a, b)
+	}
+	hist, err := carol.chat.History(carol.ctx(t), &parleyv1.HistoryRequest{ConversationId: conv, Forward: true, Limit: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(hist.GetMessages()); n != 1 {
+		t.Fatalf("History holds %d messages after one id sent twice, want 1", n)
+	}
+
+	// A stuck subscriber on node 1, next to healthy ones on nodes 1 and 2.
+	conn, err := grpc.NewClient(nodes[0].addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(1<<16), grpc.WithInitialConnWindowSize(1<<16))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	stuck, err := parleyv1.NewChatServiceClient(conn).Chat(bob.ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stuck.Send(&parleyv1.ChatRequest{Frame: &parleyv1.ChatRequest_Subscribe{Subscribe: &parleyv1.SubscribePosition{ConversationId: conv, AfterSeq: a.GetSeq()}}})
+	var healthy []*stream
+	for _, u := range []*user{carol, dave} {
+		s := u.open(t)
+		s.subscribe(t, conv, a.GetSeq(), "")
+		s.until(t, isSubscribed(conv))
+		healthy = append(healthy, s)
+	}
+	const batches, per = 40, 32
+	big := fmt.Sprintf("%02000d", 0)
+	for i := range batches {
+		alice.pipeline(t, conv, fmt.Sprint(i, "-"), per, big)
+	}
+	for i, s := range healthy {
+		got := s.messages(t, batches*per)
+		checkOrdered(t, fmt.Sprint("healthy subscriber ", i), got)
+	}
+	var seen int
+	for {
+		f, err := stuck.Recv()
+		if err != nil {
+			if status.Code(err) != codes.ResourceExhausted {
+				t.Fatalf("the stuck stream ended with %v, want RESOURCE_EXHAUSTED", err)
+			}
+			break
+		}
+		if f.GetMessage() != nil {
+			seen++
+		}
+	}
+	if seen >= batches*per {
+		t.Fatalf("the stuck subscriber got everything (%d): the test did not make it slow", seen)
 	}
 }
