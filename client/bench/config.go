@@ -5,7 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -19,10 +21,15 @@ var Scenarios = []string{"dm", "room", "burst", "idle", "history", "log"}
 type Config struct {
 	Scenario string `json:"scenario"`
 
-	// Server is host:port of a running parleyd; empty starts one.
+	// Server is host:port of a running parleyd, or several
+	// comma-separated host:port of the nodes of one cluster (see
+	// ParseServers); empty starts one.
 	Server string `json:"server,omitempty"`
 	// ServerPID is the pid of the external server, for its CPU and RSS.
-	ServerPID int `json:"server_pid,omitempty"`
+	// ServerPIDs, when set, are several (a cluster's nodes) whose figures
+	// are summed; ServerPID is then the first of them.
+	ServerPID  int   `json:"server_pid,omitempty"`
+	ServerPIDs []int `json:"server_pids,omitempty"`
 	// Spawn starts the server (and the baseline) as a child process of
 	// this binary instead of in this process, so that their CPU and RSS
 	// are theirs alone.
@@ -118,15 +125,80 @@ func (c *Config) validate() error {
 	if c.ServerPID != 0 && c.Server == "" {
 		return errors.New("--server-pid is for an external server given with --server")
 	}
+	if c.Server != "" {
+		if _, err := ParseServers(c.Server); err != nil {
+			return fmt.Errorf("--server: %w", err)
+		}
+	}
 	return nil
+}
+
+// ParseServers splits a --server value into the nodes' addresses. A value
+// without a comma is one server's gRPC target, returned as it is, as
+// before clusters. Several are host:port separated by commas (spaces
+// around them are allowed); each needs a numeric port (an empty host means
+// this machine, as for net.Dial), and none may repeat, since a run spreads
+// its users over the nodes to make traffic cross between them.
+func ParseServers(s string) ([]string, error) {
+	if s == "" {
+		return nil, errors.New("no address")
+	}
+	if !strings.Contains(s, ",") {
+		return []string{s}, nil
+	}
+	var addrs []string
+	for a := range strings.SplitSeq(s, ",") {
+		a = strings.TrimSpace(a)
+		if a == "" {
+			return nil, fmt.Errorf("%q: empty address", s)
+		}
+		_, port, err := net.SplitHostPort(a)
+		if err != nil {
+			return nil, fmt.Errorf("%q: %w", a, err)
+		}
+		if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+			return nil, fmt.Errorf("%q: bad port %q", a, port)
+		}
+		if slices.Contains(addrs, a) {
+			return nil, fmt.Errorf("%q given twice", a)
+		}
+		addrs = append(addrs, a)
+	}
+	return addrs, nil
+}
+
+// pids returns the external server processes' pids, nil if none.
+func (c *Config) pids() []int {
+	switch {
+	case len(c.ServerPIDs) > 0:
+		return c.ServerPIDs
+	case c.ServerPID > 0:
+		return []int{c.ServerPID}
+	}
+	return nil
+}
+
+// parsePIDs parses a --server-pid value: one pid or several separated by
+// commas.
+func parsePIDs(s string) ([]int, error) {
+	var pids []int
+	for f := range strings.SplitSeq(s, ",") {
+		pid, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || pid <= 0 {
+			return nil, fmt.Errorf("bad pid %q", f)
+		}
+		pids = append(pids, pid)
+	}
+	return pids, nil
 }
 
 const usageText = `Usage: parley-bench <scenario> [flags]
        parley-bench --scenario <scenario> [flags]
        parley-bench suite [--out DIR] [--quick] [--only name,...]
 
-Load generator for Parley. It drives a running parleyd (--server host:port)
-or starts one itself on 127.0.0.1 with a temp data dir (fsync on unless
+Load generator for Parley. It drives a running parleyd (--server
+host:port), the nodes of a cluster (--server host:port,host:port,...), or
+starts one itself on 127.0.0.1 with a temp data dir (fsync on unless
 --no-sync), and reports throughput, delivery latency (from the time each
 message was scheduled, so a stalled sender cannot hide latency), ack
 latency, server CPU and memory, and losses and duplicates, which must be 0:
@@ -159,8 +231,12 @@ The server this tool starts has fsync on, no per-user send limit and the
 minimum bcrypt cost (only setup hashes passwords). Against an external
 parleyd, start it with --send-rate 0 (its default limits each user to 100
 messages/s) and --bcrypt-cost 4 when registering thousands of users, and
-pass --server-pid to get its CPU and RSS. --spawn runs the server (and the
-baseline) in a child process so that CPU and RSS are the server's alone;
+pass --server-pid to get its CPU and RSS. With several --server addresses
+the users are spread over the nodes so that messages cross between them: a
+dm pair's two members are on different nodes, a room's senders and
+subscribers go round the nodes in turn; --server-pid then takes the nodes'
+pids, comma-separated, and reports their sum. --spawn runs the server (and
+the baseline) in a child process so that CPU and RSS are the server's alone;
 in-process figures include the load generator.
 
 Flags:
@@ -180,8 +256,8 @@ func ParseArgs(args []string, out io.Writer) (Config, error) {
 		c.Scenario, args = args[0], args[1:]
 	}
 	fs.StringVar(&c.Scenario, "scenario", c.Scenario, "scenario to run: "+strings.Join(Scenarios, ", "))
-	fs.StringVar(&c.Server, "server", "", "host:port of a running parleyd; empty starts one in this process")
-	fs.IntVar(&c.ServerPID, "server-pid", 0, "pid of the --server process, to report its CPU and RSS from /proc")
+	fs.StringVar(&c.Server, "server", "", "host:port of a running parleyd, or host:port,host:port,... of a cluster's nodes (users are spread over them); empty starts one in this process")
+	pids := fs.String("server-pid", "", "pid of the --server process, to report its CPU and RSS from /proc; several comma-separated pids (a cluster's nodes) are summed")
 	fs.BoolVar(&c.Spawn, "spawn", false, "start the server (and baseline) in a child process, so CPU and RSS are the server's alone")
 	fs.BoolVar(&c.NoSync, "no-sync", false, "turn fsync off in the server this tool starts (acks then mean less)")
 	fs.BoolVar(&c.Baseline, "baseline", false, "also run the scenario against a bare grpc-go fan-out server and print ratios")
@@ -220,6 +296,16 @@ func ParseArgs(args []string, out io.Writer) (Config, error) {
 	if c.Scenario == "" {
 		fs.Usage()
 		return c, errors.New("no scenario given")
+	}
+	if *pids != "" {
+		p, err := parsePIDs(*pids)
+		if err != nil {
+			return c, fmt.Errorf("--server-pid: %w", err)
+		}
+		c.ServerPID = p[0]
+		if len(p) > 1 {
+			c.ServerPIDs = p
+		}
 	}
 	c.Defaults()
 	return c, c.validate()

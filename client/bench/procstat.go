@@ -51,6 +51,22 @@ func readProc(pid int) procSample {
 	return s
 }
 
+// readProcs samples several processes (a cluster's nodes) and sums them:
+// CPU time, RSS and each one's peak. The sum is valid only if every
+// process could be read.
+func readProcs(pids []int) procSample {
+	sum := procSample{valid: true}
+	for _, pid := range pids {
+		s := readProc(pid)
+		sum.at = s.at
+		sum.cpu += s.cpu
+		sum.rss += s.rss
+		sum.peak += s.peak
+		sum.valid = sum.valid && s.valid
+	}
+	return sum
+}
+
 // parseStatCPU reads utime + stime from the contents of /proc/<pid>/stat.
 // The command name (field 2) is in parentheses and may hold spaces, so the
 // fields are counted from the last ')'.

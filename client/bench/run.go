@@ -33,6 +33,10 @@ type run struct {
 
 	clients []*client.Client // the users' connections, used by their streams only
 	setup   []*client.Client // a few connections for setup calls
+	// place is where each user is (by its index in the names users
+	// returns), nodes the connections to each of the target's nodes.
+	place   []placement
+	nodes   []nodeConns
 	eps     []*endpoint
 	senders []*sender
 	// senderIdx maps a user id to its sender index; read-only once the
@@ -107,17 +111,35 @@ func (r *run) userName(role string, i int) string {
 	return fmt.Sprintf("b%s-%s%d", r.id, role, i)
 }
 
-// dial makes the connections for n simulated users: one each, unless
-// Config.Conns says otherwise or the file descriptor limit does not allow
-// it, and a few more for setup calls (registration, joins), so that the
-// users' connections are first used, and connected, by their streams.
-func (r *run) dial(ctx context.Context, n int) error {
-	for range min(r.cfg.Concurrency, n) {
-		c, err := client.Dial(ctx, r.tgt.addr)
-		if err != nil {
-			return err
+// nodeConns are the connections to one node: a share of r.clients and of
+// r.setup.
+type nodeConns struct {
+	users, setup []*client.Client
+}
+
+// dial makes the connections for the users r.place puts on the target's
+// nodes: one each, unless Config.Conns says otherwise or the file
+// descriptor limit does not allow it, and a few more for setup calls
+// (registration, joins), so that the users' connections are first used,
+// and connected, by their streams. Each node gets its share of both, in
+// proportion to its users.
+func (r *run) dial(ctx context.Context) error {
+	n := len(r.place)
+	perNode := make([]int, len(r.tgt.addrs))
+	for _, p := range r.place {
+		perNode[p.node]++
+	}
+	r.nodes = make([]nodeConns, len(r.tgt.addrs))
+	setup := min(r.cfg.Concurrency, n)
+	for k, addr := range r.tgt.addrs {
+		for range share(setup, perNode[k], n) {
+			c, err := client.Dial(ctx, addr)
+			if err != nil {
+				return err
+			}
+			r.setup = append(r.setup, c)
+			r.nodes[k].setup = append(r.nodes[k].setup, c)
 		}
-		r.setup = append(r.setup, c)
 	}
 	conns := r.cfg.Conns
 	if conns <= 0 {
@@ -131,19 +153,33 @@ func (r *run) dial(ctx context.Context, n int) error {
 		}
 	}
 	conns = max(1, min(conns, n))
-	for range conns {
-		c, err := client.Dial(ctx, r.tgt.addr)
-		if err != nil {
-			return err
+	for k, addr := range r.tgt.addrs {
+		for range share(conns, perNode[k], n) {
+			c, err := client.Dial(ctx, addr)
+			if err != nil {
+				return err
+			}
+			r.clients = append(r.clients, c)
+			r.nodes[k].users = append(r.nodes[k].users, c)
 		}
-		r.clients = append(r.clients, c)
 	}
 	return nil
 }
 
-func (r *run) conn(i int) *grpc.ClientConn { return r.clients[i%len(r.clients)].Conn() }
+// conn is user i's connection, to its node.
+func (r *run) conn(i int) *grpc.ClientConn {
+	p := r.place[i]
+	cs := r.nodes[p.node].users
+	return cs[p.rank%len(cs)].Conn()
+}
 
-func (r *run) setupConn(i int) *grpc.ClientConn { return r.setup[i%len(r.setup)].Conn() }
+// setupConn is a connection to user i's node for its setup calls, so that
+// a user registers and joins on the node it then streams from.
+func (r *run) setupConn(i int) *grpc.ClientConn {
+	p := r.place[i]
+	cs := r.nodes[p.node].setup
+	return cs[p.rank%len(cs)].Conn()
+}
 
 // authed returns ctx carrying user's token.
 func authed(ctx context.Context, token string) context.Context {

@@ -32,7 +32,7 @@ func runScenario(ctx context.Context, cfg Config, baseline bool, stderr io.Write
 	}
 	defer tgt.stop()
 	res.Where, res.Addr = tgt.where, tgt.addr
-	if tgt.parley && tgt.where != "external" {
+	if tgt.parley && cfg.Server == "" { // one this tool started
 		res.Where += ", fsync on"
 		if cfg.NoSync {
 			res.Where = tgt.where + ", fsync off"
@@ -67,15 +67,16 @@ func runScenario(ctx context.Context, cfg Config, baseline bool, stderr io.Write
 
 // sample reads the target's CPU and memory, if they can be read.
 func (r *run) sample() procSample {
-	if r.tgt.pid < 0 {
+	if len(r.tgt.pids) == 0 {
 		return procSample{at: time.Now()}
 	}
-	return readProc(r.tgt.pid)
+	return readProcs(r.tgt.pids)
 }
 
 func (r *run) label() string { return fmt.Sprintf("[%s %s]", r.cfg.Scenario, r.tgt.name) }
 
-// users registers n users named with role and dials their connections.
+// users registers counts[i] users of roles[i] for each i, puts them on
+// the target's nodes, and dials their connections.
 func (r *run) users(ctx context.Context, roles []string, counts []int) ([]string, []string, error) {
 	var names []string
 	for i, role := range roles {
@@ -83,7 +84,8 @@ func (r *run) users(ctx context.Context, roles []string, counts []int) ([]string
 			names = append(names, r.userName(role, j))
 		}
 	}
-	if err := r.dial(ctx, len(names)); err != nil {
+	r.place = place(roles, counts, len(r.tgt.addrs))
+	if err := r.dial(ctx); err != nil {
 		return nil, nil, err
 	}
 	tokens, err := r.register(ctx, names)

@@ -25,15 +25,16 @@ import (
 
 // target is a server a scenario runs against.
 type target struct {
-	name   string // "parley" or "baseline"
-	parley bool   // has accounts, rooms and a log
-	addr   string
-	where  string // "in-process", "child process", "external", with settings
-	local  bool   // both ends of each connection are in this process
+	name   string   // "parley" or "baseline"
+	parley bool     // has accounts, rooms and a log
+	addr   string   // as reported: the nodes' addresses, comma-separated
+	addrs  []string // one per node
+	where  string   // "in-process", "child process", "external", with settings
+	local  bool     // both ends of each connection are in this process
 
-	// pid is the process whose CPU and RSS are reported: 0 for this one,
-	// -1 for none.
-	pid   int
+	// pids are the processes whose CPU and RSS are reported, summed: 0
+	// for this one; none when empty.
+	pids  []int
 	scope string
 	stop  func()
 	// settle returns as much free memory to the OS as the target can, so
@@ -63,12 +64,23 @@ func startTarget(ctx context.Context, cfg Config, baseline bool, stderr io.Write
 		}
 		b := NewBaseline(0)
 		b.Serve(l)
-		return &target{name: "baseline", addr: b.Addr(), where: "in-process", local: true,
-			scope: "whole process: in-process server + load generator", stop: b.Stop, settle: freeMemory}, nil
+		return &target{name: "baseline", addr: b.Addr(), addrs: []string{b.Addr()}, where: "in-process", local: true,
+			pids: []int{0}, scope: "whole process: in-process server + load generator", stop: b.Stop, settle: freeMemory}, nil
 	case cfg.Server != "":
-		t := &target{name: "parley", parley: true, addr: cfg.Server, where: "external", pid: -1}
-		if cfg.ServerPID > 0 {
-			t.pid, t.scope = cfg.ServerPID, "server process"
+		addrs, err := ParseServers(cfg.Server)
+		if err != nil {
+			return nil, err
+		}
+		t := &target{name: "parley", parley: true, addr: strings.Join(addrs, ","), addrs: addrs, where: "external"}
+		if len(addrs) > 1 {
+			t.where = fmt.Sprintf("external, %d nodes", len(addrs))
+		}
+		switch t.pids = cfg.pids(); len(t.pids) {
+		case 0:
+		case 1:
+			t.scope = "server process"
+		default:
+			t.scope = fmt.Sprintf("%d server processes, summed", len(t.pids))
 		}
 		t.stop = func() {}
 		return t, nil
@@ -77,9 +89,10 @@ func startTarget(ctx context.Context, cfg Config, baseline bool, stderr io.Write
 	if err != nil {
 		return nil, err
 	}
-	return &target{name: "parley", parley: true, addr: srv.Addr().String(), where: "in-process", local: true,
-		scope: "whole process: in-process server + load generator",
-		stop:  func() { stopParley(srv, dir) }, settle: freeMemory}, nil
+	addr := srv.Addr().String()
+	return &target{name: "parley", parley: true, addr: addr, addrs: []string{addr}, where: "in-process", local: true,
+		pids: []int{0}, scope: "whole process: in-process server + load generator",
+		stop: func() { stopParley(srv, dir) }, settle: freeMemory}, nil
 }
 
 // startParley runs a node on a free loopback port with a temp data dir.
@@ -181,7 +194,7 @@ func spawn(ctx context.Context, cfg Config, baseline bool, stderr io.Writer) (*t
 	}
 	select {
 	case a := <-addr:
-		return &target{name: name, parley: !baseline, addr: a, where: "child process", pid: cmd.Process.Pid,
+		return &target{name: name, parley: !baseline, addr: a, addrs: []string{a}, where: "child process", pids: []int{cmd.Process.Pid},
 			scope: "server process (child)", stop: stop, settle: settle}, nil
 	case <-time.After(30 * time.Second):
 		stop()
