@@ -205,7 +205,13 @@ func (l *Log) store(c *conv, p *pending, msg *parleyv1.Message) (res router.Resu
 					continue
 				}
 			case retryable(err):
-				sent = true
+				// A JetStream answer (an election, another node's copy of
+				// this id still being stored) means this attempt was not
+				// stored; a timeout or a lost connection may hide that it
+				// was.
+				if code, ec := apiCode(err); code == 0 && ec == 0 {
+					sent = true
+				}
 			}
 		}
 		if !retryable(err) {
