@@ -56,7 +56,7 @@ func run(args []string) error {
 	fs.StringVar(&cfg.WebhookURL, "webhook-url", "", "URL POSTed (JSON) for each post to members with no live stream, for push notifications")
 	fs.StringVar(&cfg.WebhookSecret, "webhook-secret", "", "HMAC-SHA256 key signing webhook bodies (X-Parley-Signature header)")
 	fs.DurationVar(&cfg.PresenceGrace, "presence-grace", 3*time.Second, "how long after a user's last stream closes they are shown offline")
-	fs.StringVar(&signingKey, "jwt-key", "", "hex HS256 signing key (at least 32 bytes); empty: generated once and kept in the data dir")
+	fs.StringVar(&signingKey, "jwt-key", "", "hex HS256 signing key (at least 32 bytes); empty: generated once and kept in the data dir (with --nats: in the cluster, shared by every node)")
 	fs.DurationVar(&cfg.TokenTTL, "token-ttl", 24*time.Hour, "lifetime of issued access tokens")
 	fs.StringVar(&cfg.ExternalIssuer, "jwt-external-issuer", "", "iss claim of an external token issuer whose tokens are accepted")
 	fs.StringVar(&cfg.ExternalKeyFile, "jwt-external-key", "", "PEM public key (RSA, ECDSA or Ed25519) of the external issuer")
