@@ -4,11 +4,13 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
 	"github.com/parleychat/parley/server/auth"
 	"github.com/parleychat/parley/server/chat"
 	"github.com/parleychat/parley/server/jslog"
@@ -34,6 +36,9 @@ type backend struct {
 	watch func(ctx context.Context, fn func(id string)) (stop func(), err error)
 	// presence shares who is online with the other nodes; nil on one node.
 	presence chat.PresenceBus
+	// feed, in cluster mode, is told of the service so that the log's feed
+	// can hand it every post for notifications; nil locally.
+	feed func(svc *chat.Service)
 	// unclean reports a local store that was not closed cleanly.
 	unclean bool
 	// close stops routing and closes the storage, flushing what was
@@ -115,7 +120,13 @@ func openCluster(cfg Config, stats *metrics.Metrics) (*backend, error) {
 		nc.Close()
 		return nil, fmt.Errorf("server: cluster state: %w", err)
 	}
-	lg, err := jslog.New(ctx, nc, jslog.WithReplicas(replicas), jslog.WithLogger(cfg.Logger))
+	var svc atomic.Pointer[chat.Service]
+	observe := func(conv string, m *parleyv1.Message) {
+		if s := svc.Load(); s != nil {
+			s.FeedPost(conv, m)
+		}
+	}
+	lg, err := jslog.New(ctx, nc, jslog.WithReplicas(replicas), jslog.WithLogger(cfg.Logger), jslog.WithFeedObserver(observe))
 	if err != nil {
 		state.Close()
 		nc.Close()
@@ -142,6 +153,7 @@ func openCluster(cfg Config, stats *metrics.Metrics) (*backend, error) {
 		},
 		watch:    state.WatchConversations,
 		presence: bus,
+		feed:     func(s *chat.Service) { svc.Store(s) },
 		close: func() error {
 			// Publishes are acknowledged by JetStream before they are
 			// acked to clients, so nothing is left to flush.

@@ -362,3 +362,43 @@ func TestClusterDedupAndSlowConsumer(t *testing.T) {
 		t.Fatalf("the stuck subscriber got everything (%d): the test did not make it slow", seen)
 	}
 }
+
+// A post on one node reaches, as a Notification, the streams on other
+// nodes (and its own) of members who do not follow the conversation, once
+// each.
+func TestClusterNotificationsAcrossNodes(t *testing.T) {
+	_, nodes := startCluster(t)
+	alice := register(t, nodes[0], "alice")
+	bob := register(t, nodes[1], "bob")
+	carol := register(t, nodes[0], "carol")
+	conv := room(t, alice, "notes", bob, carol)
+	var streams []*stream
+	for _, u := range []*user{bob, carol} { // following nothing
+		s := u.open(t)
+		s.c.Send(&parleyv1.ChatRequest{Frame: &parleyv1.ChatRequest_Ping{Ping: &parleyv1.Ping{Nonce: 1}}})
+		s.until(t, func(f *parleyv1.ChatResponse) bool { return f.GetPong() != nil })
+		streams = append(streams, s)
+	}
+	ack := alice.send(t, conv, "n1", "over here")
+	for i, s := range streams {
+		var note *parleyv1.Notification
+		for note == nil {
+			note = s.next(t).GetNotification()
+		}
+		if note.GetConversationId() != conv || note.GetSeq() != ack.GetSeq() || note.GetSenderId() != alice.id || note.GetPreview() != "over here" {
+			t.Fatalf("stream %d (node %d) got %v", i, 2-i, note)
+		}
+	}
+	// Once each: the next notification is the second post's, not the
+	// first one again from the posting node.
+	ack2 := alice.send(t, conv, "n2", "again")
+	for i, s := range streams {
+		var note *parleyv1.Notification
+		for note == nil {
+			note = s.next(t).GetNotification()
+		}
+		if note.GetSeq() != ack2.GetSeq() {
+			t.Fatalf("stream %d: next notification is for seq %d, want %d (the first one twice?)", i, note.GetSeq(), ack2.GetSeq())
+		}
+	}
+}

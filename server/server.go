@@ -232,11 +232,17 @@ func (s *Server) build() error {
 	if s.back.presence != nil {
 		copts = append(copts, chat.WithPresenceBus(s.back.presence))
 	}
+	if s.back.feed != nil {
+		copts = append(copts, chat.WithFeedNotifications())
+	}
 	svc, err := chat.New(s.router, s.store, authn, copts...)
 	if err != nil {
 		return err
 	}
 	s.chat = svc
+	if s.back.feed != nil {
+		s.back.feed(svc)
+	}
 	if s.back.watch != nil {
 		// The watch lives as long as the node: stop ends it.
 		if s.stop, err = s.back.watch(context.Background(), svc.Forget); err != nil {

@@ -214,12 +214,38 @@ func (s *Service) GetPresence(ctx context.Context, req *parleyv1.GetPresenceRequ
 	return resp, nil
 }
 
-// post is a durable post waiting for its notifications.
+// post is a durable post waiting for its notifications. A post from the
+// cluster's feed (feed set) has only the conversation's id in conv and
+// notifies this node's streams; a local one notifies streams and, unless
+// streams hear from the feed, nothing else; the webhook is always the
+// posting node's.
 type post struct {
 	conv   store.Conversation
 	sender string
 	res    router.Result
 	body   string
+	feed   bool
+}
+
+// WithFeedNotifications says that every node is told of every post by its
+// log (FeedPost), so Notification frames come from there, on each node for
+// its own streams; posting only calls the webhook.
+func WithFeedNotifications() Option { return func(o *options) { o.feedNotes = true } }
+
+// FeedPost is told of a post by the cluster's log, on every node: this
+// node's streams that do not follow the conversation get a Notification.
+// Like afterPost it only queues; edits and deletes are ignored.
+func (s *Service) FeedPost(conv string, m *parleyv1.Message) {
+	if !s.opts.feedNotes || m.GetKind() > parleyv1.MessageKind_MESSAGE_KIND_POST {
+		return
+	}
+	p := post{conv: store.Conversation{ID: conv}, sender: m.GetSenderId(), body: m.GetBody(), feed: true,
+		res: router.Result{Conv: conv, Seq: m.GetSeq(), SentAt: m.GetSentAt().AsTime()}}
+	select {
+	case s.posts <- p:
+	default:
+		s.droppedNotes.Add(1)
+	}
 }
 
 // afterPost queues the notifications of a durable post. It runs on the log's
@@ -228,7 +254,7 @@ type post struct {
 // (and counted), never waited for.
 func (s *Service) afterPost(c store.Conversation, sender string, res router.Result, body string) {
 	select {
-	case s.posts <- post{c, sender, res, body}:
+	case s.posts <- post{conv: c, sender: sender, res: res, body: body}:
 	default:
 		s.droppedNotes.Add(1)
 	}
@@ -240,18 +266,25 @@ func (s *Service) notifier() {
 	for {
 		select {
 		case p := <-s.posts:
-			s.notify(p.conv, p.sender, p.res, p.body)
+			if p.feed {
+				c, err := s.members.get(p.conv.ID)
+				if err != nil {
+					continue
+				}
+				s.notify(c, p.sender, p.res, p.body, true, false)
+				continue
+			}
+			s.notify(p.conv, p.sender, p.res, p.body, !s.opts.feedNotes, true)
 		case <-s.shutdown:
 			return
 		}
 	}
 }
 
-// notify tells members about a new post: their streams on this node that
-// do not follow the conversation get a Notification, and members with no
-// stream on any node go to the webhook. (In a cluster, streams on other
-// nodes get no Notification yet: only the posting node runs this.)
-func (s *Service) notify(c store.Conversation, sender string, res router.Result, body string) {
+// notify tells members about a new post: with streams set, their streams on
+// this node that do not follow the conversation get a Notification; with
+// hook set, members with no stream on any node go to the webhook.
+func (s *Service) notify(c store.Conversation, sender string, res router.Result, body string, streams, hook bool) {
 	var frame *router.Frame
 	var offline []string
 	preview := previewOf(body)
@@ -261,9 +294,12 @@ func (s *Service) notify(c store.Conversation, sender string, res router.Result,
 		}
 		outs := s.hub.outbounds(m)
 		if len(outs) == 0 {
-			if !s.hub.elsewhere(m) {
+			if hook && !s.hub.elsewhere(m) {
 				offline = append(offline, m)
 			}
+			continue
+		}
+		if !streams {
 			continue
 		}
 		for _, o := range outs {

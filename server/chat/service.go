@@ -74,6 +74,7 @@ type options struct {
 	typingTTL     time.Duration
 	presenceGrace time.Duration
 	presenceBus   PresenceBus
+	feedNotes     bool
 	webhook       WebhookFunc
 	logger        *slog.Logger
 }

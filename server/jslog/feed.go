@@ -11,7 +11,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
 
+	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
 	"github.com/parleychat/parley/server/router"
 )
 
@@ -343,6 +345,13 @@ func (l *Log) handle(m jetstream.Msg) {
 		return
 	}
 	id := strings.TrimPrefix(m.Subject(), l.msgPrefix)
+	if l.opts.observe != nil {
+		var msg parleyv1.Message
+		if err := proto.Unmarshal(m.Data(), &msg); err == nil {
+			msg.Seq = seq
+			l.opts.observe(id, &msg)
+		}
+	}
 	l.mu.Lock()
 	c := l.convs[id]
 	if c == nil {

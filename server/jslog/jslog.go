@@ -53,6 +53,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
 	"github.com/parleychat/parley/server/chat"
 	"github.com/parleychat/parley/server/router"
 	"github.com/parleychat/parley/server/store"
@@ -87,10 +88,19 @@ type options struct {
 	forget   time.Duration
 	logger   *slog.Logger
 	now      func() time.Time
+	observe  func(conv string, m *parleyv1.Message)
 }
 
 // Option configures New.
 type Option func(*options)
+
+// WithFeedObserver has the node's feed call fn with every message of every
+// conversation, followed here or not, in stream order (a node's services
+// use it to notify their streams of posts made on other nodes). fn runs on
+// the feed goroutine: it must be quick and must not call back into the Log.
+func WithFeedObserver(fn func(conv string, m *parleyv1.Message)) Option {
+	return func(o *options) { o.observe = fn }
+}
 
 // WithStream names the message stream (default PARLEY_MSGS). The dedup and
 // overlay buckets and the repairer are named after it.
