@@ -91,18 +91,10 @@ func (s *State) updateReceipt(u store.ReceiptUpdate) (store.Receipt, error) {
 			default:
 				return err
 			}
-			changed := false
-			if u.Read > r.Read {
-				r.Read, changed = u.Read, true
-			}
-			if d := max(u.Delivered, u.Read); d > r.Delivered {
-				r.Delivered, changed = d, true
-			}
-			if !changed {
+			if !r.Apply(u) {
 				out = r
 				return nil
 			}
-			r.UpdatedAt, r.Changed = u.At.UTC(), true
 			data, err := json.Marshal(r)
 			if err != nil {
 				return err

@@ -32,6 +32,24 @@ type ReceiptUpdate struct {
 	At        time.Time
 }
 
+// Apply moves r's positions forward to u's (a lower position changes
+// nothing; a read position implies delivery up to it) and reports whether
+// anything moved, setting UpdatedAt and Changed if so. Every store of
+// receipts applies updates this way, so positions only grow.
+func (r *Receipt) Apply(u ReceiptUpdate) bool {
+	changed := false
+	if u.Read > r.Read {
+		r.Read, changed = u.Read, true
+	}
+	if d := max(u.Delivered, u.Read); d > r.Delivered {
+		r.Delivered, changed = d, true
+	}
+	if changed {
+		r.UpdatedAt, r.Changed = u.At.UTC(), true
+	}
+	return changed
+}
+
 // receiptKey is conv NUL user, so a cursor lists a conversation's receipts.
 func receiptKey(conv, user string) []byte {
 	k := make([]byte, 0, len(conv)+1+len(user))
@@ -59,17 +77,9 @@ func putReceipt(tx *bolt.Tx, u ReceiptUpdate) (Receipt, error) {
 			return r, fmt.Errorf("receipt %s/%s: decode: %w", u.Conv, u.User, err)
 		}
 	}
-	changed := false
-	if u.Read > r.Read {
-		r.Read, changed = u.Read, true
-	}
-	if d := max(u.Delivered, u.Read); d > r.Delivered {
-		r.Delivered, changed = d, true
-	}
-	if !changed {
+	if !r.Apply(u) {
 		return r, nil
 	}
-	r.UpdatedAt, r.Changed = u.At.UTC(), true
 	v, err := json.Marshal(r)
 	if err != nil {
 		return r, err
