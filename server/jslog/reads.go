@@ -315,23 +315,9 @@ func (l *Log) Count(convID string, after uint64, max int, keep func(data []byte)
 	if err != nil {
 		return 0, err
 	}
-	n := 0
-	for n < max {
-		recs, more, err := l.forward(l.ctx, c, after, 0, head, 256)
-		if err != nil {
-			return n, err
-		}
-		for _, r := range recs {
-			if n < max && keep(r.Data) {
-				n++
-			}
-		}
-		if !more || len(recs) == 0 {
-			break
-		}
-		after = recs[len(recs)-1].Seq
-	}
-	return n, nil
+	return store.CountPages(after, max, keep, func(after uint64) ([]store.Record, bool, error) {
+		return l.forward(l.ctx, c, after, 0, head, 256)
+	})
 }
 
 // Dedup looks up where an accepted (sender, client_message_id) went: the

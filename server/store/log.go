@@ -208,23 +208,7 @@ func (s *Store) Count(conv string, after uint64, max int, keep func(data []byte)
 	if s.pend.head(conv) > after || s.pend.hasEdits(conv) {
 		// Rare (a conversation written in the last moments): page through
 		// the merged view.
-		n := 0
-		for n < max {
-			recs, more, err := s.Range(conv, after, 0, 256)
-			if err != nil {
-				return n, err
-			}
-			for _, r := range recs {
-				if n < max && keep(r.Data) {
-					n++
-				}
-			}
-			if !more || len(recs) == 0 {
-				break
-			}
-			after = recs[len(recs)-1].Seq
-		}
-		return n, nil
+		return CountPages(after, max, keep, func(after uint64) ([]Record, bool, error) { return s.Range(conv, after, 0, 256) })
 	}
 	n := 0
 	err := s.db.View(func(tx *bolt.Tx) error {
@@ -241,6 +225,28 @@ func (s *Store) Count(conv string, after uint64, max int, keep func(data []byte)
 		return nil
 	})
 	return n, err
+}
+
+// CountPages implements Count over a reader of forward pages: page returns
+// the messages after a seq, oldest first, and whether more follow.
+func CountPages(after uint64, max int, keep func(data []byte) bool, page func(after uint64) ([]Record, bool, error)) (int, error) {
+	n := 0
+	for n < max {
+		recs, more, err := page(after)
+		if err != nil {
+			return n, err
+		}
+		for _, r := range recs {
+			if n < max && keep(r.Data) {
+				n++
+			}
+		}
+		if !more || len(recs) == 0 {
+			break
+		}
+		after = recs[len(recs)-1].Seq
+	}
+	return n, nil
 }
 
 // Dedup looks up where an accepted (sender, client_message_id) went.
