@@ -50,6 +50,7 @@ type crashLedger struct {
 	acked     map[string]uint64 // sender/client_message_id -> acked seq
 	received  map[string]uint64 // what the subscriber app saw, after its dedup
 	dupSeen   int               // deliveries the subscriber saw twice (must be 0: the client drops them)
+	dupWhere  []string          // the first few of them, for the failure message
 	lastSeq   uint64
 	seqBroken string         // first ordering violation seen by the subscriber
 	failed    map[string]int // send errors by message
@@ -137,8 +138,11 @@ func TestCrashLosesNothingAcked(t *testing.T) {
 			}
 			k := m.Message.GetSenderId() + "/" + m.Message.GetClientMessageId()
 			led.mu.Lock()
-			if _, dup := led.received[k]; dup {
+			if first, dup := led.received[k]; dup {
 				led.dupSeen++
+				if len(led.dupWhere) < 5 {
+					led.dupWhere = append(led.dupWhere, fmt.Sprintf("%s at #%d then #%d", k, first, m.Message.GetSeq()))
+				}
 			}
 			led.received[k] = m.Message.GetSeq()
 			if m.Message.GetSeq() <= led.lastSeq && led.seqBroken == "" {
@@ -307,7 +311,7 @@ func TestCrashLosesNothingAcked(t *testing.T) {
 		t.Errorf("acked messages lost: %d, stored at another seq than acked: %d, stored twice: %d", lost, moved, duplicates)
 	}
 	if missed > 0 || led.dupSeen > 0 || led.seqBroken != "" {
-		t.Errorf("subscriber: missed %d stored messages, saw %d twice, order: %q", missed, led.dupSeen, led.seqBroken)
+		t.Errorf("subscriber: missed %d stored messages, saw %d twice (%q), order: %q", missed, led.dupSeen, led.dupWhere, led.seqBroken)
 	}
 	if len(led.acked) < *crashRounds {
 		t.Errorf("only %d messages acknowledged over %d rounds: the test did not load the server", len(led.acked), *crashRounds)
