@@ -1,6 +1,7 @@
 package client
 
 import (
+	"fmt"
 	"testing"
 	"time"
 )
@@ -27,20 +28,46 @@ func TestBackoffStaysWithinTheCeiling(t *testing.T) {
 }
 
 func TestDedupEvictsTheLeastRecentlySeen(t *testing.T) {
+	clock := time.Unix(0, 0)
 	d := newDedup(2)
+	d.now = func() time.Time { return clock }
 	d.add("a")
 	d.add("b")
 	if !d.seen("a") { // a is now the most recent
 		t.Fatal("a forgotten too early")
 	}
-	d.add("c") // evicts b
-	for key, want := range map[string]bool{"a": true, "b": false, "c": true} {
+	// Within the minimum age nothing is forgotten: a resend after a long
+	// outage is still recognised.
+	d.add("c")
+	for _, key := range []string{"a", "b", "c"} {
+		if !d.seen(key) {
+			t.Errorf("%q forgotten within %v", key, dedupMinAge)
+		}
+	}
+	// Past it, the count bounds the memory again, least recent first.
+	clock = clock.Add(dedupMinAge + time.Second)
+	d.seen("a")
+	d.add("d") // b and c are old and beyond the count
+	for key, want := range map[string]bool{"a": true, "b": false, "c": false, "d": true} {
 		if got := d.seen(key); got != want {
 			t.Errorf("seen(%q) = %v, want %v", key, got, want)
 		}
 	}
 	if d.order.Len() != 2 || len(d.index) != 2 {
 		t.Errorf("dedup holds %d/%d keys, want 2", d.order.Len(), len(d.index))
+	}
+}
+
+func TestDedupHardCap(t *testing.T) {
+	d := newDedup(10)
+	for i := range dedupHardCap + 50 {
+		d.add(fmt.Sprint(i))
+	}
+	if n := d.order.Len(); n != dedupHardCap {
+		t.Fatalf("dedup holds %d keys, want the hard cap %d", n, dedupHardCap)
+	}
+	if d.seen("0") || !d.seen(fmt.Sprint(dedupHardCap+49)) {
+		t.Fatal("the hard cap did not drop the oldest first")
 	}
 }
 

@@ -160,7 +160,10 @@ func WithPing(interval, timeout time.Duration) SessionOption {
 }
 
 // WithDedupSize sets how many recent (sender_id, client_message_id) pairs
-// the Session remembers to drop duplicate deliveries (default 4096).
+// the Session remembers at least, to drop duplicate deliveries (default
+// 4096; 0 turns dedup by id off). Pairs seen in the last ten minutes are
+// kept beyond that count, up to 100,000, so that a resend after a long
+// outage is still recognised.
 func WithDedupSize(n int) SessionOption {
 	return func(c *sessionConfig) {
 		if n >= 0 {
