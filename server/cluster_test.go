@@ -1,14 +1,15 @@
 package server
 
 import (
+	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
@@ -318,12 +319,7 @@ func TestClusterDedupAndSlowConsumer(t *testing.T) {
 	}
 
 	// A stuck subscriber on node 1, next to healthy ones on nodes 1 and 2.
-	conn, err := grpc.NewClient(nodes[0].addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithInitialWindowSize(1<<16), grpc.WithInitialConnWindowSize(1<<16))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := dial(t, nodes[0].addr, fixedWindows...)
 	stuck, err := parleyv1.NewChatServiceClient(conn).Chat(bob.ctx(t))
 	if err != nil {
 		t.Fatal(err)
@@ -367,11 +363,21 @@ func TestClusterDedupAndSlowConsumer(t *testing.T) {
 // nodes (and its own) of members who do not follow the conversation, once
 // each.
 func TestClusterNotificationsAcrossNodes(t *testing.T) {
-	_, nodes := startCluster(t)
+	hooked := make(chan hookBody, 10)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var b hookBody
+		if err := json.NewDecoder(r.Body).Decode(&b); err != nil {
+			t.Errorf("webhook body: %v", err)
+		}
+		hooked <- b
+	}))
+	defer hook.Close()
+	_, nodes := startCluster(t, func(c *Config) { c.WebhookURL = hook.URL })
 	alice := register(t, nodes[0], "alice")
 	bob := register(t, nodes[1], "bob")
 	carol := register(t, nodes[0], "carol")
-	conv := room(t, alice, "notes", bob, carol)
+	dave := register(t, nodes[2], "dave") // no stream anywhere
+	conv := room(t, alice, "notes", bob, carol, dave)
 	var streams []*stream
 	for _, u := range []*user{bob, carol} { // following nothing
 		s := u.open(t)
@@ -379,7 +385,26 @@ func TestClusterNotificationsAcrossNodes(t *testing.T) {
 		s.until(t, func(f *parleyv1.ChatResponse) bool { return f.GetPong() != nil })
 		streams = append(streams, s)
 	}
+	// The posting node must know bob is online on node 2 before it decides
+	// who the webhook is for.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		resp, err := alice.chat.GetPresence(alice.ctx(t), &parleyv1.GetPresenceRequest{UserIds: []string{bob.id}})
+		if err == nil && len(resp.GetPresences()) == 1 && resp.GetPresences()[0].GetOnline() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node 1 never saw bob online on node 2: %v, %v", resp, err)
+		}
+	}
 	ack := alice.send(t, conv, "n1", "over here")
+	select {
+	case b := <-hooked:
+		if fmt.Sprint(b.Recipients) != fmt.Sprint([]string{dave.id}) || b.Seq != ack.GetSeq() {
+			t.Fatalf("webhook got %+v, want it for %s only (bob has a stream on another node)", b, dave.id)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("webhook not called for dave, who has no stream")
+	}
 	for i, s := range streams {
 		var note *parleyv1.Notification
 		for note == nil {

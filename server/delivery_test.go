@@ -5,9 +5,7 @@ import (
 	"sync"
 	"testing"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
@@ -217,12 +215,7 @@ func TestSlowConsumerIsCutAndResumes(t *testing.T) {
 
 	// bob's stream is never read. Fixed small HTTP/2 windows (no BDP growth)
 	// make the transport push back soon, so the server's queue overflows.
-	conn, err := grpc.NewClient(n.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithInitialWindowSize(1<<16), grpc.WithInitialConnWindowSize(1<<16))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := dial(t, n.addr, fixedWindows...)
 	slow, err := parleyv1.NewChatServiceClient(conn).Chat(bob.ctx(t))
 	if err != nil {
 		t.Fatal(err)

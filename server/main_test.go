@@ -90,15 +90,19 @@ type user struct {
 var userSeq atomic.Int64
 
 // dial opens a plain gRPC connection to n, closed when the test ends.
-func dial(t testing.TB, addr string) *grpc.ClientConn {
+func dial(t testing.TB, addr string, opts ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
 	return conn
 }
+
+// fixedWindows are HTTP/2 windows that stay small (no BDP growth), so that
+// flow control pushes back soon on a stream nobody reads.
+var fixedWindows = []grpc.DialOption{grpc.WithInitialWindowSize(1 << 16), grpc.WithInitialConnWindowSize(1 << 16)}
 
 // register creates a user named prefix-N on n.
 func register(t testing.TB, n *node, prefix string) *user {

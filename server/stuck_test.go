@@ -57,12 +57,7 @@ func TestStuckClientsDoNotSlowOthers(t *testing.T) {
 	defer silent.Close()
 
 	// bob never reads (fixed small windows, so flow control pushes back).
-	conn, err := grpc.NewClient(n.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithInitialWindowSize(1<<16), grpc.WithInitialConnWindowSize(1<<16))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := dial(t, n.addr, fixedWindows...)
 	never, err := parleyv1.NewChatServiceClient(conn).Chat(bob.ctx(t))
 	if err != nil {
 		t.Fatal(err)

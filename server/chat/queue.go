@@ -1,6 +1,9 @@
 package chat
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // queue is a stream's bounded outbound queue: many producers (the router's
 // fan-out, events, answers to the stream's own frames) and one consumer,
@@ -12,6 +15,9 @@ type queue struct {
 	items []any      // queued: items[head:]
 	head  int
 	max   int
+	// n mirrors len(items)-head for len, which the router's fan-out asks
+	// for every delivery (Backlogged) and must not take mu for.
+	n atomic.Int64
 	// ready has capacity 1 and holds a token while items is not empty;
 	// the writer selects on it.
 	ready chan struct{}
@@ -27,6 +33,7 @@ func (q *queue) put(item any) bool {
 		return false
 	}
 	q.items = append(q.items, item)
+	q.n.Add(1)
 	q.mu.Unlock()
 	select {
 	case q.ready <- struct{}{}:
@@ -47,6 +54,7 @@ func (q *queue) take() (any, bool) {
 	item := q.items[q.head]
 	q.items[q.head] = nil
 	q.head++
+	q.n.Add(-1)
 	switch {
 	case q.head == len(q.items):
 		// Drained: start over, and let a burst's big array go.
@@ -71,8 +79,4 @@ func (q *queue) take() (any, bool) {
 }
 
 // len is the number of queued items.
-func (q *queue) len() int {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return len(q.items) - q.head
-}
+func (q *queue) len() int { return int(q.n.Load()) }

@@ -429,19 +429,3 @@ func unavailable(what string, err error) error {
 }
 
 var _ chat.Router = (*Log)(nil)
-
-// Reads is the message-log half of chat.Store, which Log implements.
-type Reads interface {
-	Epoch() string
-	Range(conv string, after, upto uint64, limit int) ([]store.Record, bool, error)
-	Before(conv string, before uint64, limit int) ([]store.Record, bool, error)
-	Last(conv string) (store.Record, bool, error)
-	Get(conv string, seq uint64) (store.Record, bool, error)
-	Count(conv string, after uint64, max int, keep func(data []byte) bool) (int, error)
-	Dedup(sender, clientMsgID string) (store.DedupRecord, bool, error)
-}
-
-var (
-	_ Reads = (*Log)(nil)
-	_ Reads = chat.Store(nil)
-)

@@ -531,23 +531,34 @@ func (r *Router) Broadcast(convID string, f *Frame) {
 // deliver hands f to every live subscriber of c and forgets those that
 // refuse it. c.mu must be held.
 func (r *Router) deliver(c *conv, f *Frame) {
-	var n, behind int
+	var t tally
 	for s := range c.subs {
 		if s.Deliver(f) {
 			r.delivered.Add(1)
-			if b, ok := s.(Backlogger); ok {
-				n++
-				if b.Backlogged() {
-					behind++
-				}
-			}
+			t.add(s)
 		} else {
 			delete(c.subs, s)
 			r.subs.Add(-1)
 		}
 	}
-	c.saturated.Store(n >= 2 && 2*behind > n)
+	c.saturated.Store(t.saturated())
 }
+
+// tally counts a conversation's subscribers that say whether they are
+// backlogged.
+type tally struct{ n, behind int }
+
+func (t *tally) add(s Subscriber) {
+	if b, ok := s.(Backlogger); ok {
+		t.n++
+		if b.Backlogged() {
+			t.behind++
+		}
+	}
+}
+
+// saturated: most of at least two subscribers are backlogged.
+func (t tally) saturated() bool { return t.n >= 2 && 2*t.behind > t.n }
 
 // pace waits while conv is saturated, up to the pacing bound or ctx's end,
 // rechecking its subscribers with a growing interval.
@@ -574,18 +585,12 @@ func (r *Router) pace(ctx context.Context, convID string) {
 func (r *Router) stillSaturated(c *conv) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var n, behind int
+	var t tally
 	for s := range c.subs {
-		if b, ok := s.(Backlogger); ok {
-			n++
-			if b.Backlogged() {
-				behind++
-			}
-		}
+		t.add(s)
 	}
-	sat := n >= 2 && 2*behind > n
-	c.saturated.Store(sat)
-	return sat
+	c.saturated.Store(t.saturated())
+	return t.saturated()
 }
 
 // Stats are the router's counters since start.
