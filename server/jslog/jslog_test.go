@@ -178,18 +178,28 @@ func decode(t *testing.T, r store.Record) *parleyv1.Message {
 // all reads conv from the start in pages.
 func all(t *testing.T, l *Log, conv string) []*parleyv1.Message {
 	t.Helper()
+	out, err := readAll(t, l, conv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// readAll is all, returning the first read error.
+func readAll(t *testing.T, l *Log, conv string) ([]*parleyv1.Message, error) {
+	t.Helper()
 	var out []*parleyv1.Message
 	var after uint64
 	for {
 		recs, more, err := l.Range(conv, after, 0, 100)
 		if err != nil {
-			t.Fatalf("Range(%s, %d): %v", conv, after, err)
+			return nil, fmt.Errorf("Range(%s, %d): %w", conv, after, err)
 		}
 		for _, r := range recs {
 			out = append(out, decode(t, r))
 		}
 		if !more {
-			return out
+			return out, nil
 		}
 		after = recs[len(recs)-1].Seq
 	}

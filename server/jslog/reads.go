@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -34,12 +35,39 @@ func (l *Log) known(convID string) (*conv, uint64, error) {
 // Range returns up to limit messages of conv with after < seq <= upto,
 // oldest first (upto == 0 means no upper bound), and whether more lie
 // beyond the last one returned within the bound.
-func (l *Log) Range(convID string, after, upto uint64, limit int) ([]store.Record, bool, error) {
-	c, head, err := l.known(convID)
-	if err != nil {
-		return nil, false, err
+func (l *Log) Range(convID string, after, upto uint64, limit int) (recs []store.Record, more bool, err error) {
+	err = l.read(func() error {
+		c, head, err := l.known(convID)
+		if err != nil {
+			return err
+		}
+		recs, more, err = l.forward(l.ctx, c, after, upto, head, limit)
+		return err
+	})
+	return recs, more, err
+}
+
+// read runs one of the reads below until it succeeds, fails for a reason
+// other than JetStream being unavailable, or the retry period is over. A
+// read just after a stream leader is lost waits for the new leader, as a
+// publish and a conversation's load do: a History or catch-up page is
+// better late than failed with a status the client must retry anyway.
+// Each attempt starts over, so a page is never stitched from two reads.
+func (l *Log) read(f func() error) error {
+	deadline := time.Now().Add(l.opts.retry)
+	backoff := 20 * time.Millisecond
+	for {
+		err := f()
+		if err == nil || !errors.Is(err, ErrUnavailable) || time.Now().Add(backoff).After(deadline) {
+			return err
+		}
+		select {
+		case <-time.After(backoff):
+			backoff = min(2*backoff, time.Second)
+		case <-l.ctx.Done():
+			return err
+		}
 	}
-	return l.forward(l.ctx, c, after, upto, head, limit)
 }
 
 // forward reads up to limit messages of c with after < seq <= upto (upto 0:
@@ -139,7 +167,15 @@ func (l *Log) records(ctx context.Context, convID string, msgs []rawMsg) ([]stor
 // Before returns up to limit messages of conv with seq < before (before ==
 // 0 means no bound: the newest page), oldest first, and whether older ones
 // exist.
-func (l *Log) Before(convID string, before uint64, limit int) ([]store.Record, bool, error) {
+func (l *Log) Before(convID string, before uint64, limit int) (recs []store.Record, more bool, err error) {
+	err = l.read(func() error {
+		recs, more, err = l.before(convID, before, limit)
+		return err
+	})
+	return recs, more, err
+}
+
+func (l *Log) before(convID string, before uint64, limit int) ([]store.Record, bool, error) {
 	c, head, err := l.known(convID)
 	if err != nil {
 		return nil, false, err
@@ -264,27 +300,36 @@ func (l *Log) newestBelow(ctx context.Context, c *conv, before, head uint64) (ui
 }
 
 // Last returns the newest message of conv, or ok == false.
-func (l *Log) Last(convID string) (store.Record, bool, error) {
-	c, head, err := l.known(convID)
-	if err != nil {
-		return store.Record{}, false, err
-	}
-	seq, err := l.newestBelow(l.ctx, c, 0, head)
-	if err != nil || seq == 0 {
-		return store.Record{}, false, err
-	}
-	return l.get(c, seq)
+func (l *Log) Last(convID string) (rec store.Record, ok bool, err error) {
+	err = l.read(func() error {
+		c, head, err := l.known(convID)
+		if err != nil {
+			return err
+		}
+		seq, err := l.newestBelow(l.ctx, c, 0, head)
+		if err != nil || seq == 0 {
+			rec, ok = store.Record{}, false
+			return err
+		}
+		rec, ok, err = l.get(c, seq)
+		return err
+	})
+	return rec, ok, err
 }
 
 // Get returns the message conv#seq, or ok == false. A seq that a replica
 // does not have is asked of the leader, so a message acknowledged through
 // another node a moment ago is found.
-func (l *Log) Get(convID string, seq uint64) (store.Record, bool, error) {
-	c, _, err := l.known(convID)
-	if err != nil {
-		return store.Record{}, false, err
-	}
-	return l.get(c, seq)
+func (l *Log) Get(convID string, seq uint64) (rec store.Record, ok bool, err error) {
+	err = l.read(func() error {
+		c, _, err := l.known(convID)
+		if err != nil {
+			return err
+		}
+		rec, ok, err = l.get(c, seq)
+		return err
+	})
+	return rec, ok, err
 }
 
 func (l *Log) get(c *conv, seq uint64) (store.Record, bool, error) {
@@ -310,20 +355,28 @@ func (l *Log) get(c *conv, seq uint64) (store.Record, bool, error) {
 
 // Count calls keep for the messages of conv with seq > after, oldest
 // first, and counts those it accepts, stopping at max.
-func (l *Log) Count(convID string, after uint64, max int, keep func(data []byte) bool) (int, error) {
-	c, head, err := l.known(convID)
-	if err != nil {
-		return 0, err
-	}
-	return store.CountPages(after, max, keep, func(after uint64) ([]store.Record, bool, error) {
-		return l.forward(l.ctx, c, after, 0, head, 256)
+func (l *Log) Count(convID string, after uint64, max int, keep func(data []byte) bool) (n int, err error) {
+	err = l.read(func() error {
+		c, head, err := l.known(convID)
+		if err != nil {
+			return err
+		}
+		n, err = store.CountPages(after, max, keep, func(after uint64) ([]store.Record, bool, error) {
+			return l.forward(l.ctx, c, after, 0, head, 256)
+		})
+		return err
 	})
+	return n, err
 }
 
 // Dedup looks up where an accepted (sender, client_message_id) went: the
 // dedup bucket holds an entry for every acknowledged message.
-func (l *Log) Dedup(sender, clientMsgID string) (store.DedupRecord, bool, error) {
-	ctx, cancel := context.WithTimeout(l.ctx, l.opts.timeout)
-	defer cancel()
-	return l.dedupGet(ctx, dedupKey(sender, clientMsgID))
+func (l *Log) Dedup(sender, clientMsgID string) (rec store.DedupRecord, ok bool, err error) {
+	err = l.read(func() error {
+		ctx, cancel := context.WithTimeout(l.ctx, l.opts.timeout)
+		defer cancel()
+		rec, ok, err = l.dedupGet(ctx, dedupKey(sender, clientMsgID))
+		return err
+	})
+	return rec, ok, err
 }
