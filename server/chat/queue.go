@@ -16,14 +16,12 @@ type queue struct {
 	head  int
 	max   int
 	// n mirrors len(items)-head for len, which the router's fan-out asks
-	// for every delivery (Backlogged) and must not take mu for.
+	// for every delivery (Backlogged) and the writer before it goes idle,
+	// neither of which may take mu.
 	n atomic.Int64
-	// ready has capacity 1 and holds a token while items is not empty;
-	// the writer selects on it.
-	ready chan struct{}
 }
 
-func newQueue(max int) *queue { return &queue{max: max, ready: make(chan struct{}, 1)} }
+func newQueue(max int) *queue { return &queue{max: max} }
 
 // put queues item, or returns false when max items are already queued.
 func (q *queue) put(item any) bool {
@@ -35,16 +33,11 @@ func (q *queue) put(item any) bool {
 	q.items = append(q.items, item)
 	q.n.Add(1)
 	q.mu.Unlock()
-	select {
-	case q.ready <- struct{}{}:
-	default:
-	}
 	return true
 }
 
 // take returns the oldest item, or false when there is none. Only the
-// writer calls it, after receiving from ready; it puts the token back
-// while items remain.
+// stream's writer calls it.
 func (q *queue) take() (any, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -64,16 +57,10 @@ func (q *queue) take() (any, bool) {
 			q.items = q.items[:0]
 		}
 		q.head = 0
-	default:
-		if q.head > len(q.items)/2 && q.head > 64 {
-			n := copy(q.items, q.items[q.head:])
-			clear(q.items[n:])
-			q.items, q.head = q.items[:n], 0
-		}
-		select {
-		case q.ready <- struct{}{}:
-		default:
-		}
+	case q.head > len(q.items)/2 && q.head > 64:
+		n := copy(q.items, q.items[q.head:])
+		clear(q.items[n:])
+		q.items, q.head = q.items[:n], 0
 	}
 	return item, true
 }

@@ -51,19 +51,40 @@ type outbound struct {
 	// Answers to sends arrive in bursts of a whole commit batch, so they do
 	// not go through q, where they would count against a slow consumer:
 	// inflight already bounds them.
-	ackMu    sync.Mutex // protects ackQ
-	ackQ     []*parleyv1.ChatResponse
-	ackReady chan struct{} // capacity 1: ackQ is not empty
+	ackMu sync.Mutex // protects ackQ
+	ackQ  []*parleyv1.ChatResponse
+	acked atomic.Bool // ackQ may not be empty
+
+	// state holds the writer's lifecycle bits (started, writing, closed):
+	// see kick. beat says a heartbeat is due; beatTimer sets it.
+	state     atomic.Int32
+	beat      atomic.Bool
+	beatTimer *time.Timer
+	// finished carries the writer's verdict when it ends the stream: an
+	// error, or nil once the client half-closed and every send is answered.
+	finished chan error
 
 	// wrote is when the writer last finished writing a frame (unix ns):
 	// a stream whose queue is filling while it still writes is slow
 	// because the machine is busy, not stuck (see Backlogged).
 	wrote atomic.Int64
 
-	// Owned by the writer goroutine.
+	// Set before the writer first starts, then read-only.
+	stream grpc.ServerStream
+	kind   streamKind
+
+	// Owned by the writer: at most one runs at a time (see kick).
 	replays  []*replay
 	attached map[string]bool
+	eof      bool // the client half-closed
 }
+
+// Bits of outbound.state.
+const (
+	started int32 = 1 << iota // serve has set the stream up: writers may run
+	writing                   // a writer goroutine is running
+	closed                    // the stream is over: no writer starts again
+)
 
 var (
 	_ router.Subscriber = (*outbound)(nil)
@@ -96,7 +117,7 @@ type (
 func (s *Service) newOutbound(parent context.Context, user string) *outbound {
 	ctx, cancel := context.WithCancelCause(parent)
 	return &outbound{svc: s, user: user, ctx: ctx, cancel: cancel, q: newQueue(s.opts.queue), attached: make(map[string]bool),
-		following: make(map[string]bool), inflight: make(chan struct{}, s.opts.maxInflight), ackReady: make(chan struct{}, 1)}
+		following: make(map[string]bool), inflight: make(chan struct{}, s.opts.maxInflight), finished: make(chan error, 1)}
 }
 
 // follow marks conv as followed; it fails if it already is or the stream
@@ -150,10 +171,8 @@ func (o *outbound) answer(resp *parleyv1.ChatResponse) {
 	o.ackMu.Lock()
 	o.ackQ = append(o.ackQ, resp)
 	o.ackMu.Unlock()
-	select {
-	case o.ackReady <- struct{}{}:
-	default:
-	}
+	o.acked.Store(true)
+	o.kick()
 }
 
 // sendAnswers writes the queued answers and returns their inflight tokens.
@@ -188,7 +207,9 @@ func (o *outbound) Deliver(f *router.Frame) bool {
 func (o *outbound) offer(f *router.Frame) {
 	if !o.q.put(f) {
 		o.svc.droppedEvents.Add(1)
+		return
 	}
+	o.kick()
 }
 
 // note is a queued Notification of conv.
@@ -213,7 +234,9 @@ func (o *outbound) notify(conv string, f *router.Frame) {
 	if !o.q.put(note{conv: conv, frame: f}) {
 		o.svc.droppedEvents.Add(1)
 		o.noteSent(conv)
+		return
 	}
+	o.kick()
 }
 
 func (o *outbound) noteSent(conv string) {
@@ -225,6 +248,7 @@ func (o *outbound) noteSent(conv string) {
 // push queues item without blocking, or ends the stream as a slow consumer.
 func (o *outbound) push(item any) bool {
 	if o.q.put(item) {
+		o.kick()
 		return true
 	}
 	if o.ctx.Err() == nil {
@@ -257,113 +281,167 @@ var (
 	}
 )
 
-// serve runs the writer on its own goroutine and returns as soon as the
-// stream is over. A client that stops reading leaves SendMsg blocked on
+// serve sets the stream up for its writer and returns as soon as the
+// stream is over. The writer runs on a goroutine of its own, and only
+// while there is something to write (see kick), so an idle stream holds no
+// writer goroutine. A client that stops reading leaves SendMsg blocked on
 // flow control, and nothing else unblocks it; returning from the handler
 // does (gRPC then ends the stream), so a cut slow consumer or a shutdown
 // never waits for the client.
 func (o *outbound) serve(stream grpc.ServerStream, kind streamKind) error {
-	done := make(chan error, 1)
-	o.svc.streams.Add(1)
-	go func() {
-		defer o.svc.streams.Done()
-		done <- o.run(stream, kind)
-	}()
+	o.svc.streams.Add(1) // done by the stream's cleanup: see end
+	o.stream, o.kind = stream, kind
+	if kind.heartbeat != nil {
+		o.beatTimer = time.AfterFunc(o.svc.opts.heartbeat, o.heartbeatDue)
+	}
+	o.state.Or(started)
+	o.kick() // for what was queued before, and Subscribe's replays
+	var err error
 	select {
-	case err := <-done:
-		return err
+	case err = <-o.finished:
 	case <-o.ctx.Done():
-		return o.reason()
+		err = o.reason()
 	case <-o.svc.shutdown:
-		return errShutdown
+		err = errShutdown
+	}
+	if old := o.state.Or(closed); old&(writing|closed) == 0 {
+		o.cleanup()
+	} // else the writer cleans up as it goes
+	return err
+}
+
+// heartbeatDue asks for a heartbeat; the writer sends it and sets the
+// timer for the next one.
+func (o *outbound) heartbeatDue() {
+	o.beat.Store(true)
+	o.kick()
+}
+
+// kick starts a writer unless one runs (or the stream is not started or
+// over). Every producer calls it after queueing; when a writer is running
+// it costs an atomic load. The writer's last look for work comes after it
+// clears the writing bit, and a producer's kick after its item is queued,
+// so no item is left behind with no writer.
+func (o *outbound) kick() {
+	for {
+		st := o.state.Load()
+		if st&started == 0 || st&(writing|closed) != 0 {
+			return
+		}
+		if o.state.CompareAndSwap(st, st|writing) {
+			go o.write()
+			return
+		}
 	}
 }
 
-// run is the writer loop. It interleaves queued frames with pages of the
-// subscriptions still replaying, so a long catch-up of one conversation
-// does not starve the live traffic of the others. It returns when the
-// stream is done, with the reason.
-func (o *outbound) run(stream grpc.ServerStream, kind streamKind) (err error) {
-	defer func() {
-		for conv := range o.attached {
-			o.svc.router.Unsubscribe(conv, o)
-		}
-	}()
-	var tick <-chan time.Time
-	if kind.heartbeat != nil {
-		t := time.NewTicker(o.svc.opts.heartbeat)
-		defer t.Stop()
-		tick = t.C
-	}
-	eof := false
+// write is a writer goroutine: it writes until nothing is left and exits,
+// or until the stream is over. Whoever leaves the state closed and not
+// writing cleans the stream up, exactly once: the handler if no writer ran
+// when the stream ended, else the writer.
+func (o *outbound) write() {
 	for {
-		if eof && len(o.inflight) == 0 {
-			return nil
-		}
-		var item any
-		if len(o.replays) > 0 {
+		over, err := o.drain()
+		if over {
 			select {
-			case <-o.q.ready:
-				var ok bool
-				if item, ok = o.q.take(); !ok {
-					continue // a token left by a put whose item was already taken
-				}
-			case <-o.ctx.Done():
-				return o.reason()
-			case <-o.svc.shutdown:
-				return errShutdown
-			case <-o.ackReady:
-				item = o.ackReady
+			case o.finished <- err:
 			default:
-				if err := o.replayPage(stream, kind); err != nil {
-					return err
-				}
-				continue
 			}
-		} else {
-			select {
-			case <-o.q.ready:
-				var ok bool
-				if item, ok = o.q.take(); !ok {
-					continue // a token left by a put whose item was already taken
-				}
-			case <-o.ctx.Done():
-				return o.reason()
-			case <-o.svc.shutdown:
-				return errShutdown
-			case <-o.ackReady:
-				item = o.ackReady
-			case <-tick:
-				item = kind.heartbeat()
-			}
+			o.state.Or(closed)
+			o.cleanup()
+			return
 		}
-		switch it := item.(type) {
-		case *replay:
-			o.replays = append(o.replays, it)
-		case unsubscribe:
-			o.replays = slices.DeleteFunc(o.replays, func(r *replay) bool { return r.conv == it.conv })
-			delete(o.attached, it.conv)
-			o.svc.router.Unsubscribe(it.conv, o)
-		case halfClosed:
-			eof = true
-		case chan struct{}:
-			err = o.sendAnswers(stream)
-		case note:
-			o.noteSent(it.conv)
-			err = stream.SendMsg(it.frame)
-		default:
-			err = stream.SendMsg(it)
-			o.wrote.Store(time.Now().UnixNano())
+		old := o.state.And(^writing)
+		if old&closed != 0 {
+			o.cleanup()
+			return
+		}
+		if !o.pending() || !o.state.CompareAndSwap(old&^writing, old) {
+			return // idle, or another writer took over, or the stream ended
+		}
+	}
+}
+
+// pending reports whether a writer has work. Replays and the end of a
+// half-closed stream need no look: a writer goes idle with no replay left,
+// and the last answer a half-closed stream waits for kicks a writer.
+func (o *outbound) pending() bool {
+	return o.q.len() > 0 || o.acked.Load() || o.beat.Load()
+}
+
+// cleanup detaches the stream from the router and the service once it is
+// over; see write for who calls it.
+func (o *outbound) cleanup() {
+	if o.beatTimer != nil {
+		o.beatTimer.Stop()
+	}
+	for conv := range o.attached {
+		o.svc.router.Unsubscribe(conv, o)
+	}
+	o.svc.streams.Done()
+}
+
+// drain writes what there is to write: answers to sends first (they are
+// few and a sender waits on them), then queued frames, a due heartbeat,
+// and, when the queue is empty, the next page of a subscription still
+// replaying, so a long catch-up of one conversation does not starve the
+// live traffic of the others. It returns false when nothing is left, or
+// true when the stream is over, with the reason (nil: the client
+// half-closed and every send is answered).
+func (o *outbound) drain() (bool, error) {
+	for {
+		switch {
+		case o.ctx.Err() != nil:
+			return true, o.reason()
+		case o.eof && len(o.inflight) == 0:
+			return true, nil
+		}
+		var err error
+		if o.acked.Swap(false) {
+			err = o.sendAnswers(o.stream)
+		} else if item, ok := o.q.take(); ok {
+			err = o.handle(item)
+		} else if o.beat.Swap(false) {
+			err = o.stream.SendMsg(o.kind.heartbeat())
+			o.beatTimer.Reset(o.svc.opts.heartbeat)
+		} else if len(o.replays) > 0 {
+			err = o.replayPage()
+		} else {
+			return false, nil
 		}
 		if err != nil {
-			return err
+			return true, err
 		}
 	}
+}
+
+// handle carries out one queued item.
+func (o *outbound) handle(item any) error {
+	switch it := item.(type) {
+	case *replay:
+		o.replays = append(o.replays, it)
+	case unsubscribe:
+		o.replays = slices.DeleteFunc(o.replays, func(r *replay) bool { return r.conv == it.conv })
+		delete(o.attached, it.conv)
+		o.svc.router.Unsubscribe(it.conv, o)
+	case halfClosed:
+		o.eof = true
+	case note:
+		o.noteSent(it.conv)
+		return o.stream.SendMsg(it.frame)
+	default:
+		if err := o.stream.SendMsg(it); err != nil {
+			return err
+		}
+		o.wrote.Store(time.Now().UnixNano())
+	}
+	return nil
 }
 
 // replayPage sends the next page of the first replaying subscription, and
 // the Subscribed marker once it has caught up and been attached.
-func (o *outbound) replayPage(stream grpc.ServerStream, kind streamKind) error {
+func (o *outbound) replayPage() error {
+	stream, kind := o.stream, o.kind
 	r := o.replays[0]
 	frames, next, live, err := o.svc.router.Catchup(r.conv, r.after, o.svc.opts.replayPage, o)
 	if err != nil {
