@@ -98,6 +98,10 @@ func run(args []string) error {
 	}
 	cfg.Web = web.Assets()
 
+	// Signals are caught before the server says it is listening, so that a
+	// SIGTERM right after that is a graceful stop, not the default death.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
 	srv, err := server.New(cfg)
 	if err != nil {
 		return err
@@ -106,8 +110,6 @@ func run(args []string) error {
 		srv.Shutdown(context.Background())
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	<-ctx.Done()
 	stop()
 	cfg.Logger.Info("shutting down")

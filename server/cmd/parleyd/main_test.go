@@ -168,6 +168,17 @@ func TestSIGTERMFlushesAndRestartKeepsMessages(t *testing.T) {
 	}
 }
 
+// A SIGTERM as soon as parleyd says it listens is a graceful stop (exit
+// 0), not the signal's default death.
+func TestSIGTERMRightAfterListening(t *testing.T) {
+	for range 5 {
+		p := startParleyd(t, "--data-dir", t.TempDir())
+		if err := p.stop(t); err != nil {
+			t.Fatalf("parleyd exited with %v after SIGTERM, want 0", err)
+		}
+	}
+}
+
 func TestHelpAndBadFlags(t *testing.T) {
 	out, err := exec.Command(binary, "--help").CombinedOutput()
 	if err != nil {
