@@ -96,6 +96,15 @@ func Start(t testing.TB, opts Options) *Cluster {
 		c.Nodes = append(c.Nodes, n)
 	}
 	t.Cleanup(c.Stop)
+	t.Cleanup(func() {
+		// A failed test shows what the servers said, for failures that
+		// happen once in many runs.
+		if t.Failed() {
+			for _, n := range c.Nodes {
+				t.Logf("natstest: log of %s:\n%s", n.Name, n.Log())
+			}
+		}
+	})
 	for _, n := range c.Nodes {
 		n.Start()
 	}
