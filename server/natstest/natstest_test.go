@@ -39,7 +39,12 @@ func TestClusterKeepsAckedMessagesThroughAKill(t *testing.T) {
 		t.Helper()
 		for i := from; i < to; i++ {
 			for {
-				_, err := js.Publish(ctx, "t.x", fmt.Appendf(nil, "%d", i), jetstream.WithMsgID(fmt.Sprint(i)))
+				// Each attempt has its own deadline: a publish sent while the
+				// stream has no leader may get no answer at all, and must not
+				// use up the whole test's time.
+				actx, acancel := context.WithTimeout(ctx, 2*time.Second)
+				_, err := js.Publish(actx, "t.x", fmt.Appendf(nil, "%d", i), jetstream.WithMsgID(fmt.Sprint(i)))
+				acancel()
 				if err == nil {
 					break
 				}
