@@ -22,7 +22,8 @@ import (
 
 // outbound is one stream's bounded queue and its writer. Publishers (the
 // router, the log's ack callbacks, the stream's reader) push into the queue
-// and never block; only the writer goroutine calls SendMsg. A full queue
+// and never block; only the writer calls SendMsg, and at most one writer
+// goroutine runs at a time, started when there is work (see kick). A full queue
 // ends the stream with RESOURCE_EXHAUSTED: the client resumes from its last
 // seq, so nothing is lost, and nobody else waits for it.
 type outbound struct {
