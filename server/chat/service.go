@@ -161,7 +161,11 @@ type Service struct {
 
 	shutdown     chan struct{} // closed by Shutdown: streaming handlers return UNAVAILABLE
 	shutdownOnce sync.Once
-	streams      sync.WaitGroup // stream goroutines that may outlive their handler
+	// streams counts the streaming handlers and the goroutines that may
+	// outlive them. A handler joins it through enter, under lifeMu, so that
+	// no Add from zero can race Shutdown's Wait.
+	streams sync.WaitGroup
+	lifeMu  sync.Mutex // orders enter against closing shutdown
 }
 
 // New returns the services over r and st, issuing tokens with tokens.
@@ -227,7 +231,9 @@ func New(r Router, st Store, tokens Tokens, opts ...Option) (*Service, error) {
 // goroutines to exit. New streams are refused from then on.
 func (s *Service) Shutdown(ctx context.Context) error {
 	s.shutdownOnce.Do(func() {
+		s.lifeMu.Lock()
 		close(s.shutdown)
+		s.lifeMu.Unlock()
 		if s.stopBus != nil {
 			s.stopBus()
 		}
@@ -269,6 +275,19 @@ func (s *Service) Stats() Stats {
 		}
 	}
 	return st
+}
+
+// enter counts a streaming handler in streams unless the service is
+// shutting down; a handler that entered calls streams.Done when it returns.
+// While it runs, what it starts may join streams too.
+func (s *Service) enter() bool {
+	s.lifeMu.Lock()
+	defer s.lifeMu.Unlock()
+	if s.shuttingDown() {
+		return false
+	}
+	s.streams.Add(1)
+	return true
 }
 
 func (s *Service) shuttingDown() bool {

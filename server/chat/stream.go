@@ -493,9 +493,10 @@ func (s *Service) position(user string, p *parleyv1.SubscribePosition) (*replay,
 // Chat implements parleyv1.ChatServiceServer. The handler's goroutine is
 // the stream's writer; a second goroutine reads frames.
 func (s *Service) Chat(stream grpc.BidiStreamingServer[parleyv1.ChatRequest, parleyv1.ChatResponse]) error {
-	if s.shuttingDown() {
+	if !s.enter() {
 		return toStatus(errShutdown)
 	}
+	defer s.streams.Done()
 	o := s.newOutbound(stream.Context(), auth.UserID(stream.Context()))
 	defer o.cancel(nil)
 	closeStream, err := o.open()
@@ -681,9 +682,10 @@ func errorFrame(id uint64, frame string, err error, conv, cmid string) *parleyv1
 // Subscribe implements parleyv1.ChatServiceServer: the browser's half of a
 // session, following several conversations with heartbeats.
 func (s *Service) Subscribe(req *parleyv1.SubscribeRequest, stream grpc.ServerStreamingServer[parleyv1.SubscribeResponse]) error {
-	if s.shuttingDown() {
+	if !s.enter() {
 		return toStatus(errShutdown)
 	}
+	defer s.streams.Done()
 	user := auth.UserID(stream.Context())
 	positions := req.GetConversations()
 	if len(positions) > s.opts.maxSubs {
