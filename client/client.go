@@ -214,6 +214,19 @@ func (c *Client) Login(ctx context.Context, username, password string) (*parleyv
 	return resp, nil
 }
 
+// DeleteAccount deletes an account after checking its password: it leaves
+// its rooms and groups, its tokens stop working, and its name stays taken.
+// If it is the account c is logged in as, c forgets its token.
+func (c *Client) DeleteAccount(ctx context.Context, username, password string) error {
+	if _, err := c.auth.DeleteAccount(ctx, &parleyv1.DeleteAccountRequest{Username: username, Password: password}); err != nil {
+		return fmt.Errorf("delete account %s: %w", username, err)
+	}
+	if c.UserID() == username {
+		c.remember("", nil)
+	}
+	return nil
+}
+
 func (c *Client) remember(userID string, tok *parleyv1.AccessToken) {
 	c.creds.set(tok.GetValue())
 	c.mu.Lock()

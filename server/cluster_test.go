@@ -93,6 +93,25 @@ func TestClusterNodesShareEverything(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+
+	// An account deleted through node 2 is gone on node 1 at once, and
+	// the room on node 3 no longer lists it.
+	if _, err := parleyv1.NewAuthServiceClient(dial(t, nodes[1].addr)).DeleteAccount(carol.ctx(t), &parleyv1.DeleteAccountRequest{Username: carol.id, Password: "correct horse"}); err != nil {
+		t.Fatalf("DeleteAccount through node 2: %v", err)
+	}
+	if _, err := carol.chat.History(carol.ctx(t), &parleyv1.HistoryRequest{ConversationId: conv, Limit: 1}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("the deleted account's token on node 1 = %v, want UNAUTHENTICATED", err)
+	}
+	// Node 3 learns of the change through the conversation watch.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		c, err := bob.convs.GetConversation(bob.ctx(t), &parleyv1.GetConversationRequest{ConversationId: conv})
+		if err == nil && !slices.Contains(c.GetConversation().GetMemberIds(), carol.id) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node 3 still lists %v, %v; want the room without %s", c.GetConversation().GetMemberIds(), err, carol.id)
+		}
+	}
 }
 
 // Presence is the cluster's, not a node's: a user with streams on two nodes

@@ -34,8 +34,9 @@ func needsToken(_ context.Context, c interceptors.CallMeta) bool {
 }
 
 // authenticate verifies the bearer token and, for tokens this server
-// issued, that their user still exists: a token outlives a deleted account
-// or a wiped data dir, and must not outlive it here.
+// issued, that their user still exists and was not deleted: a token
+// outlives a deleted account or a wiped data dir, and must not outlive it
+// here.
 func authenticate(a *auth.Authenticator, users interface {
 	User(id string) (store.User, error)
 }) grpcauth.AuthFunc {
@@ -49,10 +50,14 @@ func authenticate(a *auth.Authenticator, users interface {
 		if c.Issuer != a.Issuer() {
 			return ctx, nil // external users are known to their issuer, not to us
 		}
-		if _, err := users.User(c.UserID); errors.Is(err, store.ErrNotFound) {
+		u, err := users.User(c.UserID)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
 			return nil, status.Error(codes.Unauthenticated, "the token's user does not exist here: register or log in again")
-		} else if err != nil {
+		case err != nil:
 			return nil, status.Error(codes.Unavailable, "cannot check the token's user right now; try again")
+		case u.Deleted():
+			return nil, status.Error(codes.Unauthenticated, "the token's account was deleted")
 		}
 		return ctx, nil
 	}

@@ -20,6 +20,10 @@ func TestTokensThatMustNotGetIn(t *testing.T) {
 	n := start(t, "")
 	alice := register(t, n, "alice")
 	conv := room(t, alice, "vault")
+	gone := register(t, n, "gone")
+	if _, err := parleyv1.NewAuthServiceClient(gone.conn).DeleteAccount(gone.ctx(t), &parleyv1.DeleteAccountRequest{Username: gone.id, Password: "correct horse"}); err != nil {
+		t.Fatalf("DeleteAccount: %v", err)
+	}
 	b64 := base64.RawURLEncoding.EncodeToString
 	exp := time.Now().Add(time.Hour).Unix()
 	tokens := map[string]string{
@@ -28,6 +32,7 @@ func TestTokensThatMustNotGetIn(t *testing.T) {
 		"other key":          tokenFrom(t, []byte("ffffffffffffffffffffffffffffffff"), alice.id, time.Now()),
 		"expired":            tokenFrom(t, testKey, alice.id, time.Now().Add(-3*time.Hour)),
 		"user never existed": tokenFrom(t, testKey, "ghost", time.Now()),
+		"deleted account":    gone.token,
 	}
 	for name, tok := range tokens {
 		t.Run(name, func(t *testing.T) {

@@ -103,6 +103,11 @@ var commands = []*command{
 	{name: "login", args: "<username>", run: (*runner).login,
 		summary: "log in and save the token",
 		help:    "Logs in and saves the server, user and token in the config file for the other commands.\nThe password comes from --password, $PARLEY_PASSWORD or a prompt on standard input."},
+	{name: "delete-account", args: "<username>", run: (*runner).deleteAccount,
+		summary: "delete an account for good",
+		help: "Deletes the account after checking its password: it leaves its rooms and groups, its tokens stop\n" +
+			"working and its name stays taken; its messages stay in history. If it is the saved login, the token\n" +
+			"is removed from the config file. The password comes from --password, $PARLEY_PASSWORD or a prompt."},
 	{name: "logout", run: (*runner).logout,
 		summary: "forget the saved token",
 		help:    "Removes the saved user and token from the config file. The server stays the default."},

@@ -134,6 +134,23 @@ func (r *runner) login(ctx context.Context, fs *flag.FlagSet, args []string) err
 // authenticate runs register or login and saves what it returns.
 func (r *runner) authenticate(ctx context.Context, user, pwFlag string,
 	do func(*client.Client, context.Context, string) (string, *parleyv1.AccessToken, error), verb string) error {
+	return r.withPassword(ctx, pwFlag, func(c *client.Client, t target, ctx context.Context, password string) error {
+		userID, tok, err := do(c, ctx, password)
+		if err != nil {
+			return err
+		}
+		cfg := Config{Server: t.server, TLS: t.tls, User: userID, Token: tok.GetValue()}
+		if err := SaveConfig(t.dir, cfg); err != nil {
+			return err
+		}
+		fmt.Fprintf(r.stdout, "%s %s on %s\n", verb, userID, t.server)
+		return nil
+	})
+}
+
+// withPassword gets the password, dials without a login, and runs do in
+// one call's time.
+func (r *runner) withPassword(ctx context.Context, pwFlag string, do func(*client.Client, target, context.Context, string) error) error {
 	password, err := r.password(pwFlag)
 	if err != nil {
 		return err
@@ -145,16 +162,27 @@ func (r *runner) authenticate(ctx context.Context, user, pwFlag string,
 	defer c.Close()
 	ctx, cancel := r.call(ctx)
 	defer cancel()
-	userID, tok, err := do(c, ctx, password)
+	return do(c, t, ctx, password)
+}
+
+func (r *runner) deleteAccount(ctx context.Context, fs *flag.FlagSet, args []string) error {
+	pw := fs.String("password", "", "the account's `password` (default $PARLEY_PASSWORD, else a prompt)")
+	pos, err := r.parse(fs, args, 1, 1)
 	if err != nil {
 		return err
 	}
-	cfg := Config{Server: t.server, TLS: t.tls, User: userID, Token: tok.GetValue()}
-	if err := SaveConfig(t.dir, cfg); err != nil {
-		return err
-	}
-	fmt.Fprintf(r.stdout, "%s %s on %s\n", verb, userID, t.server)
-	return nil
+	return r.withPassword(ctx, *pw, func(c *client.Client, t target, ctx context.Context, password string) error {
+		if err := c.DeleteAccount(ctx, pos[0], password); err != nil {
+			return err
+		}
+		fmt.Fprintf(r.stdout, "deleted account %s on %s\n", pos[0], t.server)
+		cfg, err := LoadConfig(t.dir)
+		if err != nil || cfg.User != pos[0] || cfg.Server != t.server {
+			return err
+		}
+		cfg.User, cfg.Token = "", ""
+		return SaveConfig(t.dir, cfg)
+	})
 }
 
 func (r *runner) logout(_ context.Context, fs *flag.FlagSet, args []string) error {

@@ -156,6 +156,24 @@ func TestE2ECommands(t *testing.T) {
 	if got := bob.ok("history", "room:lobby", "--after", "2"); got != "" {
 		t.Errorf("the refused message is stored: %q", got)
 	}
+
+	// carol deletes her account: her saved login is gone, she is out of the
+	// group, and her message stays.
+	if got := carol.ok("delete-account", "carol"); !strings.HasPrefix(got, "deleted account carol on ") {
+		t.Errorf("delete-account printed %q", got)
+	}
+	if got := carol.fails("conversations"); !strings.Contains(got, "not logged in") {
+		t.Errorf("a command after delete-account: %q", got)
+	}
+	if got := members(alice.ok("group", "add", group, "bob")); !slices.Equal(got, []string{"alice", "bob"}) {
+		t.Errorf("members after carol's deletion: %q", got)
+	}
+	if got, want := alice.ok("history", group), "["+group+" #1] carol: hi team\n"; got != want {
+		t.Errorf("history after carol's deletion printed %q, want %q", got, want)
+	}
+	if got := carol.fails("login", "carol"); !strings.HasPrefix(got, "parley: UNAUTHENTICATED: ") {
+		t.Errorf("login of a deleted account: %q", got)
+	}
 }
 
 func TestE2EListen(t *testing.T) {

@@ -39,17 +39,9 @@ func (s *Service) Register(ctx context.Context, req *parleyv1.RegisterRequest) (
 
 // Login implements parleyv1.AuthServiceServer.
 func (s *Service) Login(ctx context.Context, req *parleyv1.LoginRequest) (*parleyv1.LoginResponse, error) {
-	wrong := fmt.Errorf("%w: wrong username or password", errUnauth)
-	u, err := s.store.User(req.GetUsername())
+	u, err := s.credentials(req.GetUsername(), req.GetPassword())
 	if err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			auth.CheckPassword(dummyHash, req.GetPassword())
-			return nil, toStatus(wrong)
-		}
 		return nil, toStatus(err)
-	}
-	if err := auth.CheckPassword(u.PasswordHash, req.GetPassword()); err != nil {
-		return nil, toStatus(wrong)
 	}
 	tok, err := s.token(u.ID)
 	if err != nil {
@@ -57,6 +49,61 @@ func (s *Service) Login(ctx context.Context, req *parleyv1.LoginRequest) (*parle
 	}
 	return &parleyv1.LoginResponse{UserId: u.ID, Token: tok}, nil
 }
+
+// credentials returns the account that username and password open. A
+// wrong username, a deleted account and a wrong password fail alike, in
+// about the same time, so that usernames cannot be probed.
+func (s *Service) credentials(username, password string) (store.User, error) {
+	wrong := fmt.Errorf("%w: wrong username or password", errUnauth)
+	u, err := s.store.User(username)
+	switch {
+	case errors.Is(err, store.ErrNotFound) || (err == nil && u.Deleted()):
+		auth.CheckPassword(dummyHash, password)
+		return store.User{}, wrong
+	case err != nil:
+		return store.User{}, err
+	}
+	if err := auth.CheckPassword(u.PasswordHash, password); err != nil {
+		return store.User{}, wrong
+	}
+	return u, nil
+}
+
+// DeleteAccount implements parleyv1.AuthServiceServer. The user leaves
+// their rooms and groups first and is marked deleted last, so that a
+// failure on the way leaves an account that can log in and try again.
+func (s *Service) DeleteAccount(ctx context.Context, req *parleyv1.DeleteAccountRequest) (*parleyv1.DeleteAccountResponse, error) {
+	u, err := s.credentials(req.GetUsername(), req.GetPassword())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	convs, err := s.store.UserConversations(u.ID)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	for _, id := range convs {
+		_, err := s.updateConversation(id, func(c *store.Conversation) error {
+			if c.Kind == store.KindDirect || !c.IsMember(u.ID) {
+				return errUnchanged
+			}
+			leave(c, u.ID)
+			return nil
+		})
+		if err != nil && !errors.Is(err, errUnchanged) && !errors.Is(err, store.ErrNotFound) {
+			return nil, toStatus(fmt.Errorf("leave %s: %w", id, err))
+		}
+	}
+	if err := s.store.DeleteUser(u.ID, time.Now().UTC()); err != nil {
+		return nil, toStatus(err)
+	}
+	for _, o := range s.hub.outbounds(u.ID) {
+		o.cancel(fmt.Errorf("%w: the account was deleted", errUnauth))
+	}
+	return &parleyv1.DeleteAccountResponse{}, nil
+}
+
+// errUnchanged aborts a conversation update that has nothing to do.
+var errUnchanged = errors.New("unchanged")
 
 func (s *Service) token(user string) (*parleyv1.AccessToken, error) {
 	v, exp, err := s.tokens.Issue(user)

@@ -167,10 +167,7 @@ func (s *Service) CreateDirect(ctx context.Context, req *parleyv1.CreateDirectRe
 	if peer == me {
 		return nil, toStatus(invalid("a direct conversation needs another user; use a group to talk to yourself"))
 	}
-	if _, err := s.store.User(peer); err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return nil, toStatus(fmt.Errorf("%w: user %q does not exist", errNotFound, peer))
-		}
+	if err := s.existing(peer); err != nil {
 		return nil, toStatus(err)
 	}
 	id := directID(me, peer)
@@ -228,10 +225,7 @@ func (s *Service) CreateGroup(ctx context.Context, req *parleyv1.CreateGroupRequ
 	title := strings.TrimSpace(req.GetTitle())
 	members := []string{me}
 	for _, m := range req.GetMemberIds() {
-		if _, err := s.store.User(m); err != nil {
-			if errors.Is(err, store.ErrNotFound) {
-				return nil, toStatus(fmt.Errorf("%w: user %q does not exist", errNotFound, m))
-			}
+		if err := s.existing(m); err != nil {
 			return nil, toStatus(err)
 		}
 		members = append(members, m)
@@ -273,8 +267,8 @@ func (s *Service) changeGroup(ctx context.Context, id, user string, fn func(c *s
 
 // AddMember implements parleyv1.ConversationServiceServer.
 func (s *Service) AddMember(ctx context.Context, req *parleyv1.AddMemberRequest) (*parleyv1.AddMemberResponse, error) {
-	if _, err := s.store.User(req.GetUserId()); errors.Is(err, store.ErrNotFound) {
-		return nil, toStatus(fmt.Errorf("%w: user %q does not exist", errNotFound, truncate(req.GetUserId())))
+	if err := s.existing(req.GetUserId()); err != nil {
+		return nil, toStatus(err)
 	}
 	pc, err := s.changeGroup(ctx, req.GetConversationId(), req.GetUserId(), func(c *store.Conversation) error {
 		c.Members = append(c.Members, req.GetUserId())
@@ -315,16 +309,32 @@ func (s *Service) LeaveConversation(ctx context.Context, req *parleyv1.LeaveConv
 		if c.Kind == store.KindDirect {
 			return fmt.Errorf("%w: direct conversations cannot be left", errPrecondition)
 		}
-		c.Members = slices.DeleteFunc(c.Members, func(m string) bool { return m == me })
-		if c.Owner == me && c.Kind == store.KindGroup && len(c.Members) > 0 {
-			c.Owner = c.Members[0]
-		}
+		leave(c, me)
 		return nil
 	})
 	if err != nil {
 		return nil, toStatus(err)
 	}
 	return &parleyv1.LeaveConversationResponse{}, nil
+}
+
+// existing fails with NOT_FOUND unless user has an account (a deleted
+// one does not count).
+func (s *Service) existing(user string) error {
+	u, err := s.store.User(user)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && u.Deleted()) {
+		return fmt.Errorf("%w: user %q does not exist", errNotFound, truncate(user))
+	}
+	return err
+}
+
+// leave takes user out of c's members; a group they owned passes to its
+// first remaining member.
+func leave(c *store.Conversation, user string) {
+	c.Members = slices.DeleteFunc(c.Members, func(m string) bool { return m == user })
+	if c.Owner == user && c.Kind == store.KindGroup && len(c.Members) > 0 {
+		c.Owner = c.Members[0]
+	}
 }
 
 // GetConversation implements parleyv1.ConversationServiceServer.

@@ -36,6 +36,7 @@ type Store interface {
 	Epoch() string
 	CreateUser(u store.User) error
 	User(id string) (store.User, error)
+	DeleteUser(id string, at time.Time) error
 	CreateConversation(c store.Conversation) error
 	UpdateConversation(id string, fn func(c *store.Conversation) error) (store.Conversation, error)
 	Conversation(id string) (store.Conversation, error)

@@ -2,6 +2,7 @@ package jsstate
 
 import (
 	"context"
+	"time"
 
 	"github.com/parleychat/parley/server/store"
 )
@@ -11,6 +12,7 @@ import (
 type Metadata interface {
 	CreateUser(u store.User) error
 	User(id string) (store.User, error)
+	DeleteUser(id string, at time.Time) error
 	CreateConversation(c store.Conversation) error
 	UpdateConversation(id string, fn func(c *store.Conversation) error) (store.Conversation, error)
 	Conversation(id string) (store.Conversation, error)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -60,6 +61,44 @@ func (s *State) User(id string) (store.User, error) {
 		return nil
 	})
 	return u, err
+}
+
+// DeleteUser marks the user with id deleted at at (see store.User); an
+// error wrapping store.ErrNotFound if there is none. The record is
+// rewritten only if unchanged since it was read, so a concurrent change on
+// another node is not lost; deleting a deleted user changes nothing.
+func (s *State) DeleteUser(id string, at time.Time) error {
+	key := token(id)
+	return s.op("delete user", func(ctx context.Context) error {
+		for attempt := 1; ; attempt++ {
+			e, err := s.users.Get(ctx, key)
+			if missing(err) {
+				return fmt.Errorf("user %q: %w", id, store.ErrNotFound)
+			}
+			if err != nil {
+				return err
+			}
+			var u store.User
+			if err := json.Unmarshal(e.Value(), &u); err != nil {
+				return fmt.Errorf("user %q: decode: %w", id, err)
+			}
+			if u.Deleted() {
+				return nil
+			}
+			data, err := json.Marshal(u.Tombstone(at))
+			if err != nil {
+				return fmt.Errorf("user %q: encode: %w", id, err)
+			}
+			if _, err := s.users.Update(ctx, key, data, e.Revision()); err != nil {
+				if conflict(err) {
+					s.casPause(ctx, attempt)
+					continue
+				}
+				return err
+			}
+			return nil
+		}
+	})
 }
 
 // signingKeySize matches auth.LoadOrCreateKey's 32 random bytes, the

@@ -49,6 +49,27 @@ func testUsers(t *testing.T, cl *cluster) {
 		}
 	}
 
+	// A user deleted on one node is deleted, and still taken, on the
+	// other; a second delete changes nothing.
+	created := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	if err := a.CreateUser(store.User{ID: "dora", DisplayName: "Dora", PasswordHash: []byte("hash"), CreatedAt: created}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.DeleteUser("nobody", time.Now()); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("DeleteUser of a missing user: %v; want store.ErrNotFound", err)
+	}
+	for i, s := range []*State{a, b} {
+		if err := s.DeleteUser("dora", created.Add(time.Duration(i+1)*time.Hour)); err != nil {
+			t.Fatalf("DeleteUser on node %d: %v", i, err)
+		}
+	}
+	if u, err := b.User("dora"); err != nil || !u.Deleted() || !u.DeletedAt.Equal(created.Add(time.Hour)) || !u.CreatedAt.Equal(created) || u.PasswordHash != nil || u.DisplayName != "" {
+		t.Fatalf("deleted user on the other node = %+v, %v", u, err)
+	}
+	if err := b.CreateUser(store.User{ID: "dora"}); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("CreateUser of a deleted id: %v; want store.ErrExists", err)
+	}
+
 	// Both nodes register the same names at once: one wins each, the
 	// other is told the name is taken, and both then read the winner.
 	const n = 30

@@ -15,6 +15,18 @@ type User struct {
 	DisplayName  string    `json:"display_name,omitempty"`
 	PasswordHash []byte    `json:"password_hash"`
 	CreatedAt    time.Time `json:"created_at"`
+	// DeletedAt is when the account was deleted; zero while it exists. A
+	// deleted user keeps its record, without password or display name, so
+	// that its id stays taken.
+	DeletedAt time.Time `json:"deleted_at,omitzero"`
+}
+
+// Deleted reports whether the account was deleted.
+func (u User) Deleted() bool { return !u.DeletedAt.IsZero() }
+
+// Tombstone is what DeleteUser keeps of u.
+func (u User) Tombstone(at time.Time) User {
+	return User{ID: u.ID, CreatedAt: u.CreatedAt, DeletedAt: at}
 }
 
 // Conversation kinds, as stored.
@@ -66,6 +78,30 @@ func (s *Store) User(id string) (User, error) {
 		return json.Unmarshal(v, &u)
 	})
 	return u, err
+}
+
+// DeleteUser marks the user with id deleted at at (see User.DeletedAt);
+// ErrNotFound if there is none. Deleting a deleted user changes nothing.
+func (s *Store) DeleteUser(id string, at time.Time) error {
+	return s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketUsers)
+		v := b.Get([]byte(id))
+		if v == nil {
+			return fmt.Errorf("user %q: %w", id, ErrNotFound)
+		}
+		var u User
+		if err := json.Unmarshal(v, &u); err != nil {
+			return fmt.Errorf("store: decode user %q: %w", id, err)
+		}
+		if u.Deleted() {
+			return nil
+		}
+		data, err := json.Marshal(u.Tombstone(at))
+		if err != nil {
+			return fmt.Errorf("store: encode user: %w", err)
+		}
+		return b.Put([]byte(id), data)
+	})
 }
 
 // Conversation returns the conversation with id; ErrNotFound if none.

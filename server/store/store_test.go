@@ -156,6 +156,7 @@ func TestConversationsAndUsers(t *testing.T) {
 	if _, err := s.User("bob"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("missing user: %v, want ErrNotFound", err)
 	}
+	checkDeleteUser(t, s)
 	if err := s.CreateConversation(Conversation{ID: "group:x", Kind: KindGroup, Owner: "alice", Members: []string{"carol", "alice", "alice"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -312,5 +313,32 @@ func BenchmarkDedupLookup(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// checkDeleteUser deletes a user: it keeps its id (taken) and creation
+// time, loses its password and name, and a second delete changes nothing.
+func checkDeleteUser(t *testing.T, s *Store) {
+	t.Helper()
+	if err := s.DeleteUser("nobody", time.Now()); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("DeleteUser of a missing user: %v, want ErrNotFound", err)
+	}
+	created := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	if err := s.CreateUser(User{ID: "dora", DisplayName: "Dora", PasswordHash: []byte("hash"), CreatedAt: created}); err != nil {
+		t.Fatal(err)
+	}
+	at := created.Add(time.Hour)
+	for range 2 {
+		if err := s.DeleteUser("dora", at); err != nil {
+			t.Fatalf("DeleteUser: %v", err)
+		}
+		at = at.Add(time.Hour) // the second delete must not move DeletedAt
+	}
+	u, err := s.User("dora")
+	if err != nil || !u.Deleted() || !u.DeletedAt.Equal(created.Add(time.Hour)) || !u.CreatedAt.Equal(created) || u.PasswordHash != nil || u.DisplayName != "" {
+		t.Fatalf("deleted user = %+v, %v", u, err)
+	}
+	if err := s.CreateUser(User{ID: "dora"}); !errors.Is(err, ErrExists) {
+		t.Fatalf("CreateUser of a deleted id: %v, want ErrExists", err)
 	}
 }

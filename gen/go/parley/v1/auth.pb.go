@@ -253,6 +253,98 @@ func (x *LoginResponse) GetToken() *AccessToken {
 	return nil
 }
 
+// DeleteAccountRequest carries the credentials of the account to delete.
+type DeleteAccountRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// username as given to Register.
+	Username string `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
+	// password as given to Register.
+	Password      string `protobuf:"bytes,2,opt,name=password,proto3" json:"password,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteAccountRequest) Reset() {
+	*x = DeleteAccountRequest{}
+	mi := &file_parley_v1_auth_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteAccountRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteAccountRequest) ProtoMessage() {}
+
+func (x *DeleteAccountRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_auth_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteAccountRequest.ProtoReflect.Descriptor instead.
+func (*DeleteAccountRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_auth_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *DeleteAccountRequest) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *DeleteAccountRequest) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+// DeleteAccountResponse is empty: the account is gone.
+type DeleteAccountResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteAccountResponse) Reset() {
+	*x = DeleteAccountResponse{}
+	mi := &file_parley_v1_auth_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteAccountResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteAccountResponse) ProtoMessage() {}
+
+func (x *DeleteAccountResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_auth_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteAccountResponse.ProtoReflect.Descriptor instead.
+func (*DeleteAccountResponse) Descriptor() ([]byte, []int) {
+	return file_parley_v1_auth_proto_rawDescGZIP(), []int{5}
+}
+
 // AccessToken is a bearer token and the time it stops being accepted.
 type AccessToken struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -266,7 +358,7 @@ type AccessToken struct {
 
 func (x *AccessToken) Reset() {
 	*x = AccessToken{}
-	mi := &file_parley_v1_auth_proto_msgTypes[4]
+	mi := &file_parley_v1_auth_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -278,7 +370,7 @@ func (x *AccessToken) String() string {
 func (*AccessToken) ProtoMessage() {}
 
 func (x *AccessToken) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_auth_proto_msgTypes[4]
+	mi := &file_parley_v1_auth_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -291,7 +383,7 @@ func (x *AccessToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessToken.ProtoReflect.Descriptor instead.
 func (*AccessToken) Descriptor() ([]byte, []int) {
-	return file_parley_v1_auth_proto_rawDescGZIP(), []int{4}
+	return file_parley_v1_auth_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *AccessToken) GetValue() string {
@@ -325,14 +417,19 @@ const file_parley_v1_auth_proto_rawDesc = "" +
 	"\bpassword\x18\x02 \x01(\tR\bpassword\"V\n" +
 	"\rLoginResponse\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12,\n" +
-	"\x05token\x18\x02 \x01(\v2\x16.parley.v1.AccessTokenR\x05token\"^\n" +
+	"\x05token\x18\x02 \x01(\v2\x16.parley.v1.AccessTokenR\x05token\"N\n" +
+	"\x14DeleteAccountRequest\x12\x1a\n" +
+	"\busername\x18\x01 \x01(\tR\busername\x12\x1a\n" +
+	"\bpassword\x18\x02 \x01(\tR\bpassword\"\x17\n" +
+	"\x15DeleteAccountResponse\"^\n" +
 	"\vAccessToken\x12\x14\n" +
 	"\x05value\x18\x01 \x01(\tR\x05value\x129\n" +
 	"\n" +
-	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt2\x8e\x01\n" +
+	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt2\xe2\x01\n" +
 	"\vAuthService\x12C\n" +
 	"\bRegister\x12\x1a.parley.v1.RegisterRequest\x1a\x1b.parley.v1.RegisterResponse\x12:\n" +
-	"\x05Login\x12\x17.parley.v1.LoginRequest\x1a\x18.parley.v1.LoginResponseB8Z6github.com/parleychat/parley/gen/go/parley/v1;parleyv1b\x06proto3"
+	"\x05Login\x12\x17.parley.v1.LoginRequest\x1a\x18.parley.v1.LoginResponse\x12R\n" +
+	"\rDeleteAccount\x12\x1f.parley.v1.DeleteAccountRequest\x1a .parley.v1.DeleteAccountResponseB8Z6github.com/parleychat/parley/gen/go/parley/v1;parleyv1b\x06proto3"
 
 var (
 	file_parley_v1_auth_proto_rawDescOnce sync.Once
@@ -346,25 +443,29 @@ func file_parley_v1_auth_proto_rawDescGZIP() []byte {
 	return file_parley_v1_auth_proto_rawDescData
 }
 
-var file_parley_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_parley_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_parley_v1_auth_proto_goTypes = []any{
 	(*RegisterRequest)(nil),       // 0: parley.v1.RegisterRequest
 	(*RegisterResponse)(nil),      // 1: parley.v1.RegisterResponse
 	(*LoginRequest)(nil),          // 2: parley.v1.LoginRequest
 	(*LoginResponse)(nil),         // 3: parley.v1.LoginResponse
-	(*AccessToken)(nil),           // 4: parley.v1.AccessToken
-	(*timestamppb.Timestamp)(nil), // 5: google.protobuf.Timestamp
+	(*DeleteAccountRequest)(nil),  // 4: parley.v1.DeleteAccountRequest
+	(*DeleteAccountResponse)(nil), // 5: parley.v1.DeleteAccountResponse
+	(*AccessToken)(nil),           // 6: parley.v1.AccessToken
+	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
 }
 var file_parley_v1_auth_proto_depIdxs = []int32{
-	4, // 0: parley.v1.RegisterResponse.token:type_name -> parley.v1.AccessToken
-	4, // 1: parley.v1.LoginResponse.token:type_name -> parley.v1.AccessToken
-	5, // 2: parley.v1.AccessToken.expires_at:type_name -> google.protobuf.Timestamp
+	6, // 0: parley.v1.RegisterResponse.token:type_name -> parley.v1.AccessToken
+	6, // 1: parley.v1.LoginResponse.token:type_name -> parley.v1.AccessToken
+	7, // 2: parley.v1.AccessToken.expires_at:type_name -> google.protobuf.Timestamp
 	0, // 3: parley.v1.AuthService.Register:input_type -> parley.v1.RegisterRequest
 	2, // 4: parley.v1.AuthService.Login:input_type -> parley.v1.LoginRequest
-	1, // 5: parley.v1.AuthService.Register:output_type -> parley.v1.RegisterResponse
-	3, // 6: parley.v1.AuthService.Login:output_type -> parley.v1.LoginResponse
-	5, // [5:7] is the sub-list for method output_type
-	3, // [3:5] is the sub-list for method input_type
+	4, // 5: parley.v1.AuthService.DeleteAccount:input_type -> parley.v1.DeleteAccountRequest
+	1, // 6: parley.v1.AuthService.Register:output_type -> parley.v1.RegisterResponse
+	3, // 7: parley.v1.AuthService.Login:output_type -> parley.v1.LoginResponse
+	5, // 8: parley.v1.AuthService.DeleteAccount:output_type -> parley.v1.DeleteAccountResponse
+	6, // [6:9] is the sub-list for method output_type
+	3, // [3:6] is the sub-list for method input_type
 	3, // [3:3] is the sub-list for extension type_name
 	3, // [3:3] is the sub-list for extension extendee
 	0, // [0:3] is the sub-list for field type_name
@@ -381,7 +482,7 @@ func file_parley_v1_auth_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_v1_auth_proto_rawDesc), len(file_parley_v1_auth_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

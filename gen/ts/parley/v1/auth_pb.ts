@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file parley/v1/auth.proto.
  */
 export const file_parley_v1_auth: GenFile = /*@__PURE__*/
-  fileDesc("ChRwYXJsZXkvdjEvYXV0aC5wcm90bxIJcGFybGV5LnYxIksKD1JlZ2lzdGVyUmVxdWVzdBIQCgh1c2VybmFtZRgBIAEoCRIQCghwYXNzd29yZBgCIAEoCRIUCgxkaXNwbGF5X25hbWUYAyABKAkiSgoQUmVnaXN0ZXJSZXNwb25zZRIPCgd1c2VyX2lkGAEgASgJEiUKBXRva2VuGAIgASgLMhYucGFybGV5LnYxLkFjY2Vzc1Rva2VuIjIKDExvZ2luUmVxdWVzdBIQCgh1c2VybmFtZRgBIAEoCRIQCghwYXNzd29yZBgCIAEoCSJHCg1Mb2dpblJlc3BvbnNlEg8KB3VzZXJfaWQYASABKAkSJQoFdG9rZW4YAiABKAsyFi5wYXJsZXkudjEuQWNjZXNzVG9rZW4iTAoLQWNjZXNzVG9rZW4SDQoFdmFsdWUYASABKAkSLgoKZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAyjgEKC0F1dGhTZXJ2aWNlEkMKCFJlZ2lzdGVyEhoucGFybGV5LnYxLlJlZ2lzdGVyUmVxdWVzdBobLnBhcmxleS52MS5SZWdpc3RlclJlc3BvbnNlEjoKBUxvZ2luEhcucGFybGV5LnYxLkxvZ2luUmVxdWVzdBoYLnBhcmxleS52MS5Mb2dpblJlc3BvbnNlQjhaNmdpdGh1Yi5jb20vcGFybGV5Y2hhdC9wYXJsZXkvZ2VuL2dvL3BhcmxleS92MTtwYXJsZXl2MWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("ChRwYXJsZXkvdjEvYXV0aC5wcm90bxIJcGFybGV5LnYxIksKD1JlZ2lzdGVyUmVxdWVzdBIQCgh1c2VybmFtZRgBIAEoCRIQCghwYXNzd29yZBgCIAEoCRIUCgxkaXNwbGF5X25hbWUYAyABKAkiSgoQUmVnaXN0ZXJSZXNwb25zZRIPCgd1c2VyX2lkGAEgASgJEiUKBXRva2VuGAIgASgLMhYucGFybGV5LnYxLkFjY2Vzc1Rva2VuIjIKDExvZ2luUmVxdWVzdBIQCgh1c2VybmFtZRgBIAEoCRIQCghwYXNzd29yZBgCIAEoCSJHCg1Mb2dpblJlc3BvbnNlEg8KB3VzZXJfaWQYASABKAkSJQoFdG9rZW4YAiABKAsyFi5wYXJsZXkudjEuQWNjZXNzVG9rZW4iOgoURGVsZXRlQWNjb3VudFJlcXVlc3QSEAoIdXNlcm5hbWUYASABKAkSEAoIcGFzc3dvcmQYAiABKAkiFwoVRGVsZXRlQWNjb3VudFJlc3BvbnNlIkwKC0FjY2Vzc1Rva2VuEg0KBXZhbHVlGAEgASgJEi4KCmV4cGlyZXNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wMuIBCgtBdXRoU2VydmljZRJDCghSZWdpc3RlchIaLnBhcmxleS52MS5SZWdpc3RlclJlcXVlc3QaGy5wYXJsZXkudjEuUmVnaXN0ZXJSZXNwb25zZRI6CgVMb2dpbhIXLnBhcmxleS52MS5Mb2dpblJlcXVlc3QaGC5wYXJsZXkudjEuTG9naW5SZXNwb25zZRJSCg1EZWxldGVBY2NvdW50Eh8ucGFybGV5LnYxLkRlbGV0ZUFjY291bnRSZXF1ZXN0GiAucGFybGV5LnYxLkRlbGV0ZUFjY291bnRSZXNwb25zZUI4WjZnaXRodWIuY29tL3BhcmxleWNoYXQvcGFybGV5L2dlbi9nby9wYXJsZXkvdjE7cGFybGV5djFiBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * RegisterRequest names the account to create.
@@ -136,6 +136,49 @@ export const LoginResponseSchema: GenMessage<LoginResponse> = /*@__PURE__*/
   messageDesc(file_parley_v1_auth, 3);
 
 /**
+ * DeleteAccountRequest carries the credentials of the account to delete.
+ *
+ * @generated from message parley.v1.DeleteAccountRequest
+ */
+export type DeleteAccountRequest = Message<"parley.v1.DeleteAccountRequest"> & {
+  /**
+   * username as given to Register.
+   *
+   * @generated from field: string username = 1;
+   */
+  username: string;
+
+  /**
+   * password as given to Register.
+   *
+   * @generated from field: string password = 2;
+   */
+  password: string;
+};
+
+/**
+ * Describes the message parley.v1.DeleteAccountRequest.
+ * Use `create(DeleteAccountRequestSchema)` to create a new message.
+ */
+export const DeleteAccountRequestSchema: GenMessage<DeleteAccountRequest> = /*@__PURE__*/
+  messageDesc(file_parley_v1_auth, 4);
+
+/**
+ * DeleteAccountResponse is empty: the account is gone.
+ *
+ * @generated from message parley.v1.DeleteAccountResponse
+ */
+export type DeleteAccountResponse = Message<"parley.v1.DeleteAccountResponse"> & {
+};
+
+/**
+ * Describes the message parley.v1.DeleteAccountResponse.
+ * Use `create(DeleteAccountResponseSchema)` to create a new message.
+ */
+export const DeleteAccountResponseSchema: GenMessage<DeleteAccountResponse> = /*@__PURE__*/
+  messageDesc(file_parley_v1_auth, 5);
+
+/**
  * AccessToken is a bearer token and the time it stops being accepted.
  *
  * @generated from message parley.v1.AccessToken
@@ -161,7 +204,7 @@ export type AccessToken = Message<"parley.v1.AccessToken"> & {
  * Use `create(AccessTokenSchema)` to create a new message.
  */
 export const AccessTokenSchema: GenMessage<AccessToken> = /*@__PURE__*/
-  messageDesc(file_parley_v1_auth, 4);
+  messageDesc(file_parley_v1_auth, 6);
 
 /**
  * AuthService creates accounts and hands out access tokens. It is the only
@@ -195,6 +238,22 @@ export const AuthService: GenService<{
     methodKind: "unary";
     input: typeof LoginRequestSchema;
     output: typeof LoginResponseSchema;
+  },
+  /**
+   * DeleteAccount deletes an account after checking its password as Login
+   * does: a wrong username or password is UNAUTHENTICATED, with Login's
+   * message. The user leaves every room and group (a group they owned
+   * passes to its first remaining member), their open streams on this
+   * server end with UNAUTHENTICATED, and every token issued to them stops
+   * being accepted. Their messages stay in history under their id, and the
+   * username stays taken, so that nobody can later pass for them.
+   *
+   * @generated from rpc parley.v1.AuthService.DeleteAccount
+   */
+  deleteAccount: {
+    methodKind: "unary";
+    input: typeof DeleteAccountRequestSchema;
+    output: typeof DeleteAccountResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_parley_v1_auth, 0);
