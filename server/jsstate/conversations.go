@@ -90,7 +90,7 @@ func (s *State) UpdateConversation(id string, fn func(c *store.Conversation) err
 	preindexed := make(map[string]bool) // rule 1's first write, once per user however often fn runs
 	err := s.op("update conversation", func(ctx context.Context) error {
 		for attempt := 1; ; attempt++ {
-			e, err := s.convs.Get(ctx, key)
+			v, rev, err := s.get(ctx, s.convs, key)
 			if missing(err) {
 				return fmt.Errorf("conversation %q: %w", id, store.ErrNotFound)
 			}
@@ -98,7 +98,7 @@ func (s *State) UpdateConversation(id string, fn func(c *store.Conversation) err
 				return err
 			}
 			var c store.Conversation
-			if err := json.Unmarshal(e.Value(), &c); err != nil {
+			if err := json.Unmarshal(v, &c); err != nil {
 				return fmt.Errorf("conversation %q: decode: %w", id, err)
 			}
 			old := slices.Clone(c.Members)
@@ -121,8 +121,8 @@ func (s *State) UpdateConversation(id string, fn func(c *store.Conversation) err
 			}
 			// An update that changes nothing (joining a room one is in) is
 			// not written, so it wakes no watcher.
-			if !bytes.Equal(data, e.Value()) {
-				if _, err := s.convs.Update(ctx, key, data, e.Revision()); err != nil {
+			if !bytes.Equal(data, v) {
+				if _, err := s.convs.Update(ctx, key, data, rev); err != nil {
 					if conflict(err) {
 						s.casPause(ctx, attempt)
 						continue
@@ -171,17 +171,17 @@ func (s *State) Conversation(id string) (store.Conversation, error) {
 
 func (s *State) conversation(ctx context.Context, id string) (store.Conversation, uint64, error) {
 	var c store.Conversation
-	e, err := s.convs.Get(ctx, convKey(id))
+	v, rev, err := s.get(ctx, s.convs, convKey(id))
 	if missing(err) {
 		return c, 0, fmt.Errorf("conversation %q: %w", id, store.ErrNotFound)
 	}
 	if err != nil {
 		return c, 0, err
 	}
-	if err := json.Unmarshal(e.Value(), &c); err != nil {
+	if err := json.Unmarshal(v, &c); err != nil {
 		return c, 0, fmt.Errorf("conversation %q: decode: %w", id, err)
 	}
-	return c, e.Revision(), nil
+	return c, rev, nil
 }
 
 // UserConversations returns the ids of the conversations user is a member

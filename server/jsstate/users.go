@@ -48,14 +48,14 @@ func createOnce(ctx context.Context, kv jetstream.KeyValue, key string, value []
 func (s *State) User(id string) (store.User, error) {
 	var u store.User
 	err := s.op("user", func(ctx context.Context) error {
-		e, err := s.users.Get(ctx, token(id))
-		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		v, _, err := s.get(ctx, s.users, token(id))
+		if missing(err) {
 			return fmt.Errorf("user %q: %w", id, store.ErrNotFound)
 		}
 		if err != nil {
 			return err
 		}
-		if err := json.Unmarshal(e.Value(), &u); err != nil {
+		if err := json.Unmarshal(v, &u); err != nil {
 			return fmt.Errorf("user %q: decode: %w", id, err)
 		}
 		return nil
@@ -71,7 +71,7 @@ func (s *State) DeleteUser(id string, at time.Time) error {
 	key := token(id)
 	return s.op("delete user", func(ctx context.Context) error {
 		for attempt := 1; ; attempt++ {
-			e, err := s.users.Get(ctx, key)
+			v, rev, err := s.get(ctx, s.users, key)
 			if missing(err) {
 				return fmt.Errorf("user %q: %w", id, store.ErrNotFound)
 			}
@@ -79,7 +79,7 @@ func (s *State) DeleteUser(id string, at time.Time) error {
 				return err
 			}
 			var u store.User
-			if err := json.Unmarshal(e.Value(), &u); err != nil {
+			if err := json.Unmarshal(v, &u); err != nil {
 				return fmt.Errorf("user %q: decode: %w", id, err)
 			}
 			if u.Deleted() {
@@ -89,7 +89,7 @@ func (s *State) DeleteUser(id string, at time.Time) error {
 			if err != nil {
 				return fmt.Errorf("user %q: encode: %w", id, err)
 			}
-			if _, err := s.users.Update(ctx, key, data, e.Revision()); err != nil {
+			if _, err := s.users.Update(ctx, key, data, rev); err != nil {
 				if conflict(err) {
 					s.casPause(ctx, attempt)
 					continue
