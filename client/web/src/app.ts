@@ -3,7 +3,7 @@
 // of them and reconnects by itself, the outbox, receipts, typing and
 // presence. The view (ui.ts) renders it and calls its methods; App calls
 // `changed` whenever something visible moved.
-import { Code, ConnectError, codeOf, explain, isNetwork, makeClients, ms, tooLarge, type Clients } from "./api";
+import { Code, ConnectError, codeOf, explain, humane, isNetwork, makeClients, ms, tooLarge, type Clients } from "./api";
 import { formatSize } from "./lib/format";
 import type { Conversation } from "../../../gen/ts/parley/v1/message_pb";
 import type { Message } from "../../../gen/ts/parley/v1/message_pb";
@@ -89,6 +89,26 @@ export function saveSession(s: Session | undefined): void {
   else localStorage.removeItem(SESSION_KEY);
 }
 
+/** accountDeleted is what the login page says after the account is deleted. */
+export function accountDeleted(user: string): string {
+  return `Your account ${user} was deleted. Its messages stay in their conversations, and the name can't be registered again.`;
+}
+
+/** deleteAccountError says why deleting the account did not happen. */
+export function deleteAccountError(err: unknown): string {
+  if (isNetwork(err)) return "Can't reach the server. Check your connection and try again.";
+  switch (codeOf(err)) {
+    case Code.Unauthenticated: {
+      // The server's own words, the same as a failed login's.
+      const msg = humane(err instanceof ConnectError ? err.rawMessage : "");
+      return msg ? (/[.!?]$/.test(msg) ? msg : `${msg}.`) : "Wrong password.";
+    }
+    case Code.ResourceExhausted:
+      return "Too many attempts. Wait a moment and try again.";
+  }
+  return explain(err, "deleting the account");
+}
+
 /** toLog converts a wire message to the timeline's form. */
 export function toLog(m: Message): LogMessage {
   return {
@@ -112,6 +132,12 @@ export function newId(): string {
 
 export class App {
   readonly api: Clients;
+  /**
+   * auth calls AuthService without the token, as the login page does: the
+   * password is what proves who asks, and an expired token must not get in
+   * the way.
+   */
+  readonly auth: Clients["auth"];
   readonly me: string;
   convs = new Map<string, Conv>();
   currentId: string | undefined;
@@ -132,6 +158,10 @@ export class App {
   private dedup = new Dedup();
   private epoch = "";
   private stopped = false;
+  private ended = false;
+  private deleting = false;
+  /** deferred holds a logout asked for while the account was being deleted. */
+  private deferred?: { reason?: string };
   private stream?: AbortController;
   private restartWanted = false;
   private wakeLoop?: () => void;
@@ -157,6 +187,7 @@ export class App {
   ) {
     this.me = session.user;
     this.api = makeClients(baseUrl, () => this.session.token);
+    this.auth = makeClients(baseUrl, () => undefined).auth;
     this.outbox = new Outbox(localStorageOutbox(`parley.outbox.${this.me}`));
   }
 
@@ -178,9 +209,45 @@ export class App {
   }
 
   logout(reason?: string): void {
+    // The first reason is the one the person sees: calls that fail after it
+    // (the stream, the outbox) could only say less.
+    if (this.ended) return;
+    if (this.deleting) {
+      // A deleted account's stream and calls end with UNAUTHENTICATED, maybe
+      // before the deletion's own answer: that answer says which message
+      // the login page shows.
+      this.stop();
+      this.deferred ??= { reason };
+      return;
+    }
+    this.ended = true;
     this.stop();
     saveSession(undefined);
     this.onLogout(reason);
+  }
+
+  /**
+   * deleteAccount deletes the person's account, checked with their password,
+   * and logs out saying so. A wrong password throws the server's error and
+   * leaves the session as it was.
+   */
+  async deleteAccount(password: string): Promise<void> {
+    if (this.ended) return;
+    this.deleting = true;
+    try {
+      await this.auth.deleteAccount({ username: this.me, password });
+    } catch (err) {
+      this.deleting = false;
+      const d = this.deferred;
+      this.deferred = undefined;
+      if (d) this.logout(d.reason);
+      throw err;
+    }
+    this.deleting = false;
+    this.deferred = undefined;
+    // Unsent messages can never go out under a deleted account.
+    for (const e of [...this.outbox.all()]) this.outbox.remove(e.clientId);
+    this.logout(accountDeleted(this.me));
   }
 
   toast(text: string, kind: Toast["kind"] = "error"): void {

@@ -3,7 +3,7 @@
 // (batched per frame) and keeps the DOM keyed, so that an update touches
 // only the rows that changed and the message list never exceeds the
 // timeline's bound.
-import { App, KIND_DIRECT, KIND_GROUP, KIND_ROOM, preview, type Conv } from "../app";
+import { App, KIND_DIRECT, KIND_GROUP, KIND_ROOM, deleteAccountError, preview, type Conv } from "../app";
 import { explain } from "../api";
 import { stateOf, type Item, type MessageState } from "../lib/timeline";
 import { clock, dayLabel, formatSize, hue, initials, lastSeen, sameDay, shortTime, typingLine } from "../lib/format";
@@ -72,6 +72,7 @@ export class Shell {
         this.meBox,
         h("div", { class: "side-actions" },
           this.notifyBtn,
+          h("button", { class: "icon-btn danger", type: "button", title: "Delete account…", "aria-label": "Delete account…", onclick: () => this.deleteAccountDialog() }, icon("userRemove")),
           h("button", { class: "icon-btn", type: "button", title: "Log out", "aria-label": "Log out", onclick: () => app.logout() }, icon("logout")),
         ),
       ),
@@ -660,6 +661,53 @@ export class Shell {
       h("div", { class: "dialog-actions" }, h("button", { class: "btn", type: "button", onclick: () => this.dialog.close() }, "Cancel"), yes),
     ]);
     yes.focus();
+  }
+
+  private deleteAccountDialog(): void {
+    const app = this.app;
+    const pass = h("input", { id: "delete-password", name: "password", type: "password", autocomplete: "current-password", required: true });
+    const err = h("div", { class: "form-error", role: "alert", hidden: true });
+    const yes = h("button", { class: "btn danger solid", type: "submit" }, "Delete account");
+    const f = h("form", { class: "dialog-form", novalidate: true },
+      field("delete-password", "Enter your password to confirm", pass),
+      err,
+      h("div", { class: "dialog-actions" }, h("button", { class: "btn", type: "button", onclick: () => this.dialog.close() }, "Cancel"), yes),
+    );
+    f.onsubmit = async (e) => {
+      e.preventDefault();
+      if (yes.disabled) return;
+      if (!pass.value) {
+        err.textContent = "Enter your password.";
+        err.hidden = false;
+        pass.focus();
+        return;
+      }
+      err.hidden = true;
+      yes.disabled = true;
+      yes.classList.add("busy");
+      try {
+        // On success the app logs out and this page goes away with it.
+        await app.deleteAccount(pass.value);
+      } catch (ex) {
+        err.textContent = deleteAccountError(ex);
+        err.hidden = false;
+        pass.select();
+      } finally {
+        yes.disabled = false;
+        yes.classList.remove("busy");
+      }
+    };
+    this.openDialog("Delete your account?", [
+      h("p", null, "This can't be undone. Once ", h("strong", null, app.me), " is deleted:"),
+      h("ul", { class: "consequences" },
+        h("li", null, "you leave every room and group you're in (a group you own passes to another member);"),
+        h("li", null, "the messages you sent stay, and the others still see them;"),
+        h("li", null, "you're logged out everywhere;"),
+        h("li", null, "the name ", h("strong", null, app.me), " can't be registered again, by you or anyone else."),
+      ),
+      f,
+    ]);
+    pass.focus();
   }
 
   private async askNotify(): Promise<void> {
