@@ -174,7 +174,9 @@ func TestTypingIsLiveOnlyAndLapses(t *testing.T) {
 }
 
 func TestPresenceTwoDevices(t *testing.T) {
-	n := start(t, "", func(c *Config) { c.PresenceGrace = 50 * time.Millisecond })
+	dir := t.TempDir()
+	grace := func(c *Config) { c.PresenceGrace = 50 * time.Millisecond }
+	n := start(t, dir, grace)
 	alice, bob := register(t, n, "alice"), register(t, n, "bob")
 	room(t, alice, "presence", bob)
 	as := alice.connect(t)
@@ -214,6 +216,14 @@ func TestPresenceTwoDevices(t *testing.T) {
 	}
 	if p := presence(); p.GetOnline() || p.GetLastSeen() == nil {
 		t.Fatalf("GetPresence after both left: %v", p)
+	}
+
+	// The last-seen time outlives a restart.
+	n.stop(t)
+	n = start(t, dir, grace)
+	alice.reconnect(t, n)
+	if p := presence(); p.GetOnline() || !p.GetLastSeen().AsTime().Equal(off.GetLastSeen().AsTime()) {
+		t.Fatalf("GetPresence after a restart = %v; want offline, last seen %v", p, off.GetLastSeen().AsTime())
 	}
 }
 

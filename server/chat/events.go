@@ -207,9 +207,18 @@ func (s *Service) GetPresence(ctx context.Context, req *parleyv1.GetPresenceRequ
 	peers := s.peers(auth.UserID(ctx))
 	resp := &parleyv1.GetPresenceResponse{}
 	for _, u := range req.GetUserIds() {
-		if _, ok := slices.BinarySearch(peers, u); ok {
-			resp.Presences = append(resp.Presences, s.hub.presence(u))
+		if _, ok := slices.BinarySearch(peers, u); !ok {
+			continue
 		}
+		if !s.hub.known(u) {
+			// Not seen since this process started: the store may know.
+			seen, err := s.store.LastSeen(u)
+			if err != nil {
+				return nil, toStatus(err)
+			}
+			s.hub.remember(u, seen)
+		}
+		resp.Presences = append(resp.Presences, s.hub.presence(u))
 	}
 	return resp, nil
 }

@@ -30,8 +30,9 @@ type hub struct {
 	mu       sync.Mutex // protects everything below
 	streams  map[string]map[*outbound]struct{}
 	remote   map[string]map[string]bool // user -> other nodes with a stream of theirs
-	lastSeen map[string]time.Time
-	offline  map[string]*time.Timer // pending offline transitions
+	lastSeen map[string]time.Time       // zero: looked up in the store, none there
+	unsaved  map[string]time.Time       // last-seen times the store does not have yet
+	offline  map[string]*time.Timer     // pending offline transitions
 	closed   bool
 }
 
@@ -50,7 +51,8 @@ func WithPresenceBus(b PresenceBus) Option { return func(o *options) { o.presenc
 
 func newHub(s *Service, grace time.Duration, bus PresenceBus) *hub {
 	return &hub{svc: s, grace: grace, bus: bus, streams: make(map[string]map[*outbound]struct{}),
-		remote: make(map[string]map[string]bool), lastSeen: make(map[string]time.Time), offline: make(map[string]*time.Timer)}
+		remote: make(map[string]map[string]bool), lastSeen: make(map[string]time.Time), unsaved: make(map[string]time.Time),
+		offline: make(map[string]*time.Timer)}
 }
 
 // add registers o for user, or fails when the user has too many streams.
@@ -98,6 +100,7 @@ func (h *hub) remove(user string, o *outbound) {
 	delete(h.streams, user)
 	now := time.Now()
 	h.lastSeen[user] = now
+	h.unsaved[user] = now
 	if h.closed {
 		return
 	}
@@ -185,10 +188,77 @@ func (h *hub) presence(user string) *parleyv1.Presence {
 	if _, pending := h.offline[user]; pending || len(h.remote[user]) > 0 {
 		p.Online = true
 	}
-	if seen, ok := h.lastSeen[user]; ok && !p.Online {
+	if seen := h.lastSeen[user]; !seen.IsZero() && !p.Online {
 		p.LastSeen = timestamppb.New(seen)
 	}
 	return p
+}
+
+// known reports whether the hub has looked up or seen user's last-seen
+// time; remember records one read from the store, unless a newer one came
+// meanwhile.
+func (h *hub) known(user string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, ok := h.lastSeen[user]
+	return ok
+}
+
+func (h *hub) remember(user string, seen time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if cur, ok := h.lastSeen[user]; !ok || seen.After(cur) {
+		h.lastSeen[user] = seen
+	}
+}
+
+// saveLastSeen writes the last-seen times the store does not have yet.
+// Those it cannot write stay for the next call.
+func (h *hub) saveLastSeen() error {
+	h.mu.Lock()
+	batch := h.unsaved
+	h.unsaved = make(map[string]time.Time)
+	h.mu.Unlock()
+	if len(batch) == 0 {
+		return nil
+	}
+	err := h.svc.store.SetLastSeen(batch)
+	if err != nil {
+		h.mu.Lock()
+		for u, t := range batch {
+			if cur, ok := h.unsaved[u]; !ok || t.After(cur) {
+				h.unsaved[u] = t
+			}
+		}
+		h.mu.Unlock()
+	}
+	return err
+}
+
+// lastSeenInterval is how often last-seen times are written: a crash
+// loses at most this much of them, and a disconnect costs no commit of
+// its own.
+const lastSeenInterval = 5 * time.Second
+
+// saver writes last-seen times every lastSeenInterval until stop closes,
+// then once more (Shutdown closes stop once every stream has ended).
+func (h *hub) saver(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	t := time.NewTicker(lastSeenInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-stop:
+			if err := h.saveLastSeen(); err != nil {
+				h.svc.opts.logger.Warn("presence: last seen times not saved at shutdown", "err", err)
+			}
+			return
+		}
+		if err := h.saveLastSeen(); err != nil {
+			h.svc.opts.logger.Warn("presence: saving last seen times; will retry", "err", err)
+		}
+	}
 }
 
 // elsewhere reports whether another node of the cluster has a stream of

@@ -37,6 +37,8 @@ type Store interface {
 	CreateUser(u store.User) error
 	User(id string) (store.User, error)
 	DeleteUser(id string, at time.Time) error
+	SetLastSeen(seen map[string]time.Time) error
+	LastSeen(user string) (time.Time, error)
 	CreateConversation(c store.Conversation) error
 	UpdateConversation(id string, fn func(c *store.Conversation) error) (store.Conversation, error)
 	Conversation(id string) (store.Conversation, error)
@@ -167,6 +169,11 @@ type Service struct {
 	// no Add from zero can race Shutdown's Wait.
 	streams sync.WaitGroup
 	lifeMu  sync.Mutex // orders enter against closing shutdown
+
+	// The hub's saver writes last-seen times until stopSaver closes.
+	stopSaver chan struct{}
+	saverDone chan struct{}
+	stopOnce  sync.Once
 }
 
 // New returns the services over r and st, issuing tokens with tokens.
@@ -224,6 +231,8 @@ func New(r Router, st Store, tokens Tokens, opts ...Option) (*Service, error) {
 	s.posts = make(chan post, 4096)
 	s.streams.Add(1)
 	go s.notifier()
+	s.stopSaver, s.saverDone = make(chan struct{}), make(chan struct{})
+	go s.hub.saver(s.stopSaver, s.saverDone)
 	return s, nil
 }
 
@@ -242,7 +251,13 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		s.typing.close()
 	})
 	done := make(chan struct{})
-	go func() { s.streams.Wait(); close(done) }()
+	go func() {
+		s.streams.Wait()
+		// Every stream has ended and left its last-seen time: save them.
+		s.stopOnce.Do(func() { close(s.stopSaver) })
+		<-s.saverDone
+		close(done)
+	}()
 	select {
 	case <-done:
 		return nil

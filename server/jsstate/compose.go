@@ -13,6 +13,8 @@ type Metadata interface {
 	CreateUser(u store.User) error
 	User(id string) (store.User, error)
 	DeleteUser(id string, at time.Time) error
+	SetLastSeen(seen map[string]time.Time) error
+	LastSeen(user string) (time.Time, error)
 	CreateConversation(c store.Conversation) error
 	UpdateConversation(id string, fn func(c *store.Conversation) error) (store.Conversation, error)
 	Conversation(id string) (store.Conversation, error)

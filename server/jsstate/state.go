@@ -17,6 +17,7 @@
 //	receipts       convKey(conv).token(user) → store.Receipt
 //	blobs          blob sizes, uploaders and grants (see blobs.go)
 //	meta           signing-key → the cluster's JWT signing key
+//	lastseen       token(user) → when the user was last seen online (RFC 3339)
 //	blobdata       an object store: attachment content
 //
 // (token and convKey, in keys.go, make ids into valid KV keys.)
@@ -66,6 +67,7 @@ const (
 	bucketReceipts    = "receipts"
 	bucketBlobs       = "blobs"
 	bucketMeta        = "meta"
+	bucketLastSeen    = "lastseen"
 	bucketBlobData    = "blobdata"
 )
 
@@ -122,6 +124,7 @@ type State struct {
 	receipts    jetstream.KeyValue
 	blobs       jetstream.KeyValue
 	meta        jetstream.KeyValue
+	lastSeen    jetstream.KeyValue
 	blobData    jetstream.ObjectStore
 
 	ctx    context.Context // canceled by Close; parent of every operation
@@ -173,6 +176,7 @@ func Open(ctx context.Context, js jetstream.JetStream, opts ...Option) (*State, 
 		{bucketReceipts, &s.receipts, "Parley delivered and read positions"},
 		{bucketBlobs, &s.blobs, "Parley attachment sizes, uploaders and grants"},
 		{bucketMeta, &s.meta, "Parley cluster settings"},
+		{bucketLastSeen, &s.lastSeen, "Parley users' last seen times"},
 	}
 	for _, b := range kvs {
 		kv, err := s.bindKV(ctx, jetstream.KeyValueConfig{

@@ -101,6 +101,59 @@ func (s *State) DeleteUser(id string, at time.Time) error {
 	})
 }
 
+// SetLastSeen records when each user was last seen online. Each time is
+// kept only if it is newer than the stored one (a compare-and-set), so two
+// nodes writing at once cannot move it back.
+func (s *State) SetLastSeen(seen map[string]time.Time) error {
+	users := make([]string, 0, len(seen))
+	for u := range seen {
+		users = append(users, u)
+	}
+	return s.op("set last seen", func(ctx context.Context) error {
+		return parallel(ctx, users, indexParallel, func(ctx context.Context, user string) error {
+			at := seen[user].UTC()
+			value := []byte(at.Format(time.RFC3339Nano))
+			key := token(user)
+			for attempt := 1; ; attempt++ {
+				e, err := s.lastSeen.Get(ctx, key)
+				switch {
+				case missing(err):
+					_, err = s.lastSeen.Create(ctx, key, value)
+				case err != nil:
+					return err
+				default:
+					if old, perr := time.Parse(time.RFC3339Nano, string(e.Value())); perr == nil && !old.Before(at) {
+						return nil
+					}
+					_, err = s.lastSeen.Update(ctx, key, value, e.Revision())
+				}
+				if err == nil || !conflict(err) {
+					return err
+				}
+				s.casPause(ctx, attempt)
+			}
+		})
+	})
+}
+
+// LastSeen returns when user was last seen online, or the zero time if
+// that was never recorded.
+func (s *State) LastSeen(user string) (time.Time, error) {
+	var at time.Time
+	err := s.op("last seen", func(ctx context.Context) error {
+		v, _, err := s.get(ctx, s.lastSeen, token(user))
+		if missing(err) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		at, err = time.Parse(time.RFC3339Nano, string(v))
+		return err
+	})
+	return at, err
+}
+
 // signingKeySize matches auth.LoadOrCreateKey's 32 random bytes, the
 // minimum auth.New accepts.
 const signingKeySize = 32

@@ -18,7 +18,7 @@ func testUsers(t *testing.T, cl *cluster) {
 	a, b := cl.pair(t)
 	for _, kv := range []interface {
 		Status(context.Context) (jetstream.KeyValueStatus, error)
-	}{a.users, a.convs, a.memberships, a.receipts, a.blobs, a.meta} {
+	}{a.users, a.convs, a.memberships, a.receipts, a.blobs, a.meta, a.lastSeen} {
 		st, err := kv.Status(context.Background())
 		if err != nil {
 			t.Fatal(err)
@@ -68,6 +68,24 @@ func testUsers(t *testing.T, cl *cluster) {
 	}
 	if err := b.CreateUser(store.User{ID: "dora"}); !errors.Is(err, store.ErrExists) {
 		t.Fatalf("CreateUser of a deleted id: %v; want store.ErrExists", err)
+	}
+
+	// Last-seen times written on one node are read on the other; an older
+	// time written later does not move one back.
+	if at, err := b.LastSeen("nobody"); err != nil || !at.IsZero() {
+		t.Fatalf("LastSeen of a user never seen = %v, %v; want zero", at, err)
+	}
+	seen := time.Date(2026, 11, 27, 12, 0, 0, 123456789, time.UTC)
+	if err := a.SetLastSeen(map[string]time.Time{"ann": seen, "ben": seen.Add(time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.SetLastSeen(map[string]time.Time{"ann": seen.Add(-time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	for user, want := range map[string]time.Time{"ann": seen, "ben": seen.Add(time.Second)} {
+		if at, err := b.LastSeen(user); err != nil || !at.Equal(want) {
+			t.Fatalf("LastSeen(%s) on the other node = %v, %v; want %v", user, at, err, want)
+		}
 	}
 
 	// Both nodes register the same names at once: one wins each, the

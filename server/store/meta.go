@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -102,6 +103,39 @@ func (s *Store) DeleteUser(id string, at time.Time) error {
 		}
 		return b.Put([]byte(id), data)
 	})
+}
+
+// SetLastSeen records when each user was last seen online, in one
+// commit. A time never moves back: an older one than stored is ignored.
+func (s *Store) SetLastSeen(seen map[string]time.Time) error {
+	if len(seen) == 0 {
+		return nil
+	}
+	return s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketLastSeen)
+		for user, at := range seen {
+			if old := b.Get([]byte(user)); len(old) == 8 && int64(binary.BigEndian.Uint64(old)) >= at.UnixNano() {
+				continue
+			}
+			if err := b.Put([]byte(user), binary.BigEndian.AppendUint64(nil, uint64(at.UnixNano()))); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// LastSeen returns when user was last seen online, or the zero time if
+// that was never recorded.
+func (s *Store) LastSeen(user string) (time.Time, error) {
+	var at time.Time
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketLastSeen).Get([]byte(user)); len(v) == 8 {
+			at = time.Unix(0, int64(binary.BigEndian.Uint64(v))).UTC()
+		}
+		return nil
+	})
+	return at, err
 }
 
 // Conversation returns the conversation with id; ErrNotFound if none.

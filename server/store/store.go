@@ -49,6 +49,7 @@ var (
 	bucketConvs     = []byte("convs")
 	bucketUserConvs = []byte("user_convs")
 	bucketReceipts  = []byte("receipts")
+	bucketLastSeen  = []byte("last_seen")
 
 	keyEpoch = []byte("epoch")
 	keyClean = []byte("clean")
@@ -238,7 +239,7 @@ func (s *Store) openJournal() (uint64, error) {
 // init creates the buckets, reads or creates the epoch and records that the
 // store is open, so that a crash before Close is seen on the next Open.
 func (s *Store) init(tx *bolt.Tx) error {
-	for _, b := range [][]byte{bucketMeta, bucketMsgs, bucketDedup, bucketUsers, bucketConvs, bucketUserConvs, bucketReceipts} {
+	for _, b := range [][]byte{bucketMeta, bucketMsgs, bucketDedup, bucketUsers, bucketConvs, bucketUserConvs, bucketReceipts, bucketLastSeen} {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 			return err
 		}

@@ -157,6 +157,7 @@ func TestConversationsAndUsers(t *testing.T) {
 		t.Fatalf("missing user: %v, want ErrNotFound", err)
 	}
 	checkDeleteUser(t, s)
+	checkLastSeen(t, s)
 	if err := s.CreateConversation(Conversation{ID: "group:x", Kind: KindGroup, Owner: "alice", Members: []string{"carol", "alice", "alice"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -340,5 +341,32 @@ func checkDeleteUser(t *testing.T, s *Store) {
 	}
 	if err := s.CreateUser(User{ID: "dora"}); !errors.Is(err, ErrExists) {
 		t.Fatalf("CreateUser of a deleted id: %v, want ErrExists", err)
+	}
+}
+
+// lastSeenStore is what checkLastSeen needs.
+type lastSeenStore interface {
+	SetLastSeen(map[string]time.Time) error
+	LastSeen(user string) (time.Time, error)
+}
+
+// checkLastSeen records last-seen times: unknown is zero, a time never
+// moves back, times keep their nanoseconds.
+func checkLastSeen(t *testing.T, s lastSeenStore) {
+	t.Helper()
+	if at, err := s.LastSeen("nobody"); err != nil || !at.IsZero() {
+		t.Fatalf("LastSeen of a user never seen = %v, %v; want zero", at, err)
+	}
+	t1 := time.Date(2026, 11, 27, 12, 0, 0, 123456789, time.UTC)
+	if err := s.SetLastSeen(map[string]time.Time{"ann": t1, "ben": t1.Add(time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetLastSeen(map[string]time.Time{"ann": t1.Add(-time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	for user, want := range map[string]time.Time{"ann": t1, "ben": t1.Add(time.Second)} {
+		if at, err := s.LastSeen(user); err != nil || !at.Equal(want) {
+			t.Fatalf("LastSeen(%s) = %v, %v; want %v", user, at, err, want)
+		}
 	}
 }
