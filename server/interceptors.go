@@ -3,9 +3,11 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"runtime/debug"
 	"strings"
+	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
 	grpcauth "github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
@@ -136,8 +138,28 @@ func unaryInterceptors(l *slog.Logger, a grpcauth.AuthFunc, v validator) []grpc.
 func streamInterceptors(l *slog.Logger, a grpcauth.AuthFunc, v validator) []grpc.StreamServerInterceptor {
 	return []grpc.StreamServerInterceptor{
 		recovery.StreamServerInterceptor(recoverPanic(l)),
-		logging.StreamServerInterceptor(slogLogger(l), logging.WithLevels(levels), logging.WithLogOnEvents(logging.FinishCall)),
+		logStreams(l),
 		selector.StreamServerInterceptor(grpcauth.StreamServerInterceptor(a), selector.MatchFunc(needsToken)),
 		v.stream,
+	}
+}
+
+// logStreams logs each stream's end as the logging interceptor logs unary
+// calls, but without wrapping the stream: the library's wrapper reads the
+// clock twice around every message for per-message events this server
+// does not log, which on a busy room was a tenth of the server's CPU.
+func logStreams(l *slog.Logger) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		start := time.Now()
+		err := handler(srv, ss)
+		code := status.Code(err)
+		service, method, _ := strings.Cut(strings.TrimPrefix(info.FullMethod, "/"), "/")
+		attrs := []any{"protocol", "grpc", "grpc.component", "server", "grpc.service", service, "grpc.method", method,
+			"grpc.code", code.String(), "grpc.time_ms", fmt.Sprintf("%.3f", float64(time.Since(start))/float64(time.Millisecond))}
+		if err != nil {
+			attrs = append(attrs, "grpc.error", err.Error())
+		}
+		l.Log(ss.Context(), slog.Level(levels(code)), "finished call", attrs...)
+		return err
 	}
 }

@@ -269,48 +269,76 @@ func (s *Service) afterPost(c store.Conversation, sender string, res router.Resu
 	}
 }
 
-// notifier sends the queued notifications until shutdown.
+// notifyBatch is how many queued posts the notifier takes at once.
+const notifyBatch = 256
+
+// notifier sends the queued notifications until shutdown. It takes what
+// is queued in one go, so a busy conversation's posts cost one walk of its
+// members for the streams, not one per post.
 func (s *Service) notifier() {
 	defer s.streams.Done()
+	batch := make([]post, 0, notifyBatch)
 	for {
 		select {
 		case p := <-s.posts:
-			if p.feed {
-				c, err := s.members.get(p.conv.ID)
-				if err != nil {
-					continue
+			batch = append(batch[:0], p)
+		fill:
+			for len(batch) < notifyBatch {
+				select {
+				case p := <-s.posts:
+					batch = append(batch, p)
+				default:
+					break fill
 				}
-				s.notify(c, p.sender, p.res, p.body, true, false)
-				continue
 			}
-			s.notify(p.conv, p.sender, p.res, p.body, !s.opts.feedNotes, true)
+			s.notifyAll(batch)
 		case <-s.shutdown:
 			return
 		}
 	}
 }
 
-// notify tells members about a new post: with streams set, their streams on
-// this node that do not follow the conversation get a Notification; with
-// hook set, members with no stream on any node go to the webhook.
-func (s *Service) notify(c store.Conversation, sender string, res router.Result, body string, streams, hook bool) {
-	var frame *router.Frame
-	var offline []string
-	preview := previewOf(body)
-	for _, m := range c.Members {
-		if m == sender {
-			continue
+// notifyAll notifies the posts of batch, grouped by conversation and
+// origin in order of arrival.
+func (s *Service) notifyAll(batch []post) {
+	type key struct {
+		conv string
+		feed bool
+	}
+	var order []key
+	groups := make(map[key][]post)
+	for _, p := range batch {
+		k := key{p.conv.ID, p.feed}
+		if groups[k] == nil {
+			order = append(order, k)
 		}
-		outs := s.hub.outbounds(m)
-		if len(outs) == 0 {
-			if hook && !s.hub.elsewhere(m) {
-				offline = append(offline, m)
+		groups[k] = append(groups[k], p)
+	}
+	for _, k := range order {
+		posts := groups[k]
+		c := posts[0].conv
+		if k.feed {
+			var err error
+			if c, err = s.members.get(k.conv); err != nil {
+				continue
 			}
+			s.notify(c, posts, true, false)
 			continue
 		}
-		if !streams {
-			continue
-		}
+		s.notify(c, posts, !s.opts.feedNotes, true)
+	}
+}
+
+// notify tells members about new posts of one conversation, oldest first:
+// with streams set, their streams on this node that do not follow the
+// conversation get a Notification of the newest post (a stream holds one
+// per conversation until it is written anyway); with hook set, members
+// with no stream on any node go to the webhook, once per post.
+func (s *Service) notify(c store.Conversation, posts []post, streams, hook bool) {
+	last := posts[len(posts)-1]
+	outs, offline := s.hub.reach(c.Members, last.sender)
+	if streams {
+		var frame *router.Frame
 		for _, o := range outs {
 			if o.follows(c.ID) {
 				continue
@@ -318,7 +346,7 @@ func (s *Service) notify(c store.Conversation, sender string, res router.Result,
 			if frame == nil {
 				var err error
 				frame, err = router.Event(c.ID, fieldNotification, &parleyv1.Notification{
-					ConversationId: c.ID, Seq: res.Seq, SenderId: sender, Preview: preview, SentAt: timestamppb.New(res.SentAt)})
+					ConversationId: c.ID, Seq: last.res.Seq, SenderId: last.sender, Preview: previewOf(last.body), SentAt: timestamppb.New(last.res.SentAt)})
 				if err != nil {
 					return
 				}
@@ -326,8 +354,17 @@ func (s *Service) notify(c store.Conversation, sender string, res router.Result,
 			o.notify(c.ID, frame)
 		}
 	}
-	if len(offline) > 0 && s.opts.webhook != nil {
-		s.opts.webhook(offline, c.ID, res.Seq, sender, preview, res.SentAt)
+	if !hook || s.opts.webhook == nil {
+		return
+	}
+	for _, p := range posts {
+		if p.sender != last.sender {
+			// The offline list above left out the last sender only.
+			_, offline = s.hub.reach(c.Members, p.sender)
+		}
+		if len(offline) > 0 {
+			s.opts.webhook(offline, c.ID, p.res.Seq, p.sender, previewOf(p.body), p.res.SentAt)
+		}
 	}
 }
 

@@ -269,6 +269,29 @@ func (h *hub) elsewhere(user string) bool {
 	return len(h.remote[user]) > 0
 }
 
+// reach returns, in one look, the open streams of members other than
+// sender, and those members with no stream on any node.
+func (h *hub) reach(members []string, sender string) (outs []*outbound, offline []string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, m := range members {
+		if m == sender {
+			continue
+		}
+		set := h.streams[m]
+		if len(set) == 0 {
+			if len(h.remote[m]) == 0 {
+				offline = append(offline, m)
+			}
+			continue
+		}
+		for o := range set {
+			outs = append(outs, o)
+		}
+	}
+	return outs, offline
+}
+
 // outbounds returns user's open streams.
 func (h *hub) outbounds(user string) []*outbound {
 	h.mu.Lock()
