@@ -491,9 +491,20 @@ func (r *Router) Catchup(convID string, after uint64, max int, sub Subscriber) (
 	if err != nil {
 		return nil, after, false, fmt.Errorf("router: replay %s: %w", convID, err)
 	}
+	// One array of frames and shared chunks for their bytes: a replay
+	// page costs a few allocations, not two per message.
 	frames = make([]*Frame, len(recs))
+	page := make([]Frame, len(recs))
+	var buf []byte
 	for i, rec := range recs {
-		frames[i] = &Frame{Conv: convID, Seq: rec.Seq, Data: wrap(rec.Data)}
+		n := 1 + protowire.SizeVarint(uint64(len(rec.Data))) + len(rec.Data)
+		if cap(buf)-len(buf) < n {
+			buf = make([]byte, 0, n+4<<10)
+		}
+		start := len(buf)
+		buf = protowire.AppendBytes(protowire.AppendTag(buf, 1, protowire.BytesType), rec.Data)
+		page[i] = Frame{Conv: convID, Seq: rec.Seq, Data: buf[start:len(buf):len(buf)]}
+		frames[i] = &page[i]
 	}
 	next = upto
 	if more {

@@ -119,6 +119,8 @@ func (s *Store) Range(conv string, after, upto uint64, limit int) (recs []Record
 		if b == nil {
 			return nil
 		}
+		var a arena
+		recs = make([]Record, 0, min(max(limit, 0), 256))
 		c := b.Cursor()
 		for k, v := c.Seek(seqKey(after + 1)); k != nil; k, v = c.Next() {
 			seq := binary.BigEndian.Uint64(k)
@@ -129,7 +131,7 @@ func (s *Store) Range(conv string, after, upto uint64, limit int) (recs []Record
 				more = true
 				return nil
 			}
-			recs = append(recs, Record{Seq: seq, Data: bytes.Clone(v)})
+			recs = append(recs, Record{Seq: seq, Data: a.clone(v)})
 		}
 		return nil
 	})
@@ -264,4 +266,22 @@ func (s *Store) Dedup(sender, clientMsgID string) (rec DedupRecord, ok bool, err
 		return nil
 	})
 	return rec, ok, err
+}
+
+// arena copies values out of a read transaction into shared chunks, so a
+// page of messages costs a few allocations rather than one per message
+// (replays read many pages). A chunk stays alive while any of its values
+// does.
+type arena struct{ buf []byte }
+
+// arenaChunk is the size of an arena's chunks.
+const arenaChunk = 4 << 10
+
+func (a *arena) clone(v []byte) []byte {
+	if cap(a.buf)-len(a.buf) < len(v) {
+		a.buf = make([]byte, 0, max(arenaChunk, len(v)))
+	}
+	start := len(a.buf)
+	a.buf = append(a.buf, v...)
+	return a.buf[start:len(a.buf):len(a.buf)]
 }
