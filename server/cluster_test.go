@@ -94,13 +94,22 @@ func TestClusterNodesShareEverything(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 
-	// An account deleted through node 2 is gone on node 1 at once, and
-	// the room on node 3 no longer lists it.
+	// An account deleted through node 2 is gone on node 1 at once (its
+	// open stream there ends, its token is refused), and the room on node
+	// 3 no longer lists it.
+	cs := carol.open(t) // on node 1
+	cs.subscribe(t, conv, 0, "")
+	cs.until(t, isSubscribed(conv))
 	if _, err := parleyv1.NewAuthServiceClient(dial(t, nodes[1].addr)).DeleteAccount(carol.ctx(t), &parleyv1.DeleteAccountRequest{Username: carol.id, Password: "correct horse"}); err != nil {
 		t.Fatalf("DeleteAccount through node 2: %v", err)
 	}
 	if _, err := carol.chat.History(carol.ctx(t), &parleyv1.HistoryRequest{ConversationId: conv, Limit: 1}); status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("the deleted account's token on node 1 = %v, want UNAUTHENTICATED", err)
+	}
+	for range cs.frames {
+	}
+	if err := <-cs.done; status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("the deleted account's stream on node 1 ended with %v, want UNAUTHENTICATED", err)
 	}
 	// Node 3 learns of the change through the conversation watch.
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {

@@ -96,8 +96,9 @@ func (s *Service) DeleteAccount(ctx context.Context, req *parleyv1.DeleteAccount
 	if err := s.store.DeleteUser(u.ID, time.Now().UTC()); err != nil {
 		return nil, toStatus(err)
 	}
-	for _, o := range s.hub.outbounds(u.ID) {
-		o.cancel(fmt.Errorf("%w: the account was deleted", errUnauth))
+	s.hub.kick(u.ID)
+	if s.opts.presenceBus != nil {
+		s.opts.presenceBus.Deleted(u.ID)
 	}
 	return &parleyv1.DeleteAccountResponse{}, nil
 }

@@ -1,6 +1,7 @@
 package chat
 
 import (
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -43,7 +44,10 @@ type hub struct {
 // online false for each user of a node that stopped answering.
 type PresenceBus interface {
 	Publish(user string, online bool, seen time.Time)
-	Start(fn func(node, user string, online bool, seen time.Time)) (stop func(), err error)
+	// Deleted tells the other nodes that user's account was deleted; the
+	// bus calls the gone function given to Start for what others tell.
+	Deleted(user string)
+	Start(fn func(node, user string, online bool, seen time.Time), gone func(user string)) (stop func(), err error)
 }
 
 // WithPresenceBus shares presence with other nodes (cluster mode).
@@ -290,6 +294,14 @@ func (h *hub) reach(members []string, sender string) (outs []*outbound, offline 
 		}
 	}
 	return outs, offline
+}
+
+// kick ends user's streams on this node with UNAUTHENTICATED: the account
+// was deleted.
+func (h *hub) kick(user string) {
+	for _, o := range h.outbounds(user) {
+		o.cancel(fmt.Errorf("%w: the account was deleted", errUnauth))
+	}
 }
 
 // outbounds returns user's open streams.

@@ -222,7 +222,7 @@ func New(r Router, st Store, tokens Tokens, opts ...Option) (*Service, error) {
 	}
 	s.hub = newHub(s, o.presenceGrace, o.presenceBus)
 	if o.presenceBus != nil {
-		stop, err := o.presenceBus.Start(s.hub.remoteChange)
+		stop, err := o.presenceBus.Start(s.hub.remoteChange, s.hub.kick)
 		if err != nil {
 			return nil, fmt.Errorf("chat: presence bus: %w", err)
 		}

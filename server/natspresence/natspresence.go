@@ -67,6 +67,8 @@ type message struct {
 	Seen   time.Time `json:"seen,omitzero"`
 	Beat   bool      `json:"beat,omitempty"`
 	Users  []string  `json:"users,omitempty"`
+	// Gone says User's account was deleted: every node ends its streams.
+	Gone bool `json:"gone,omitempty"`
 }
 
 // New returns a bus on nc. Nothing is received until Start.
@@ -106,6 +108,16 @@ func (b *Bus) Publish(user string, online bool, seen time.Time) {
 	b.send(message{Node: b.opts.node, User: user, Online: online, Seen: seen})
 }
 
+// Deleted tells the other nodes that user's account was deleted, so that
+// they end the user's streams. Like Publish it does not block on the
+// network; unlike a transition nothing repairs a lost one (the user's
+// tokens are refused on every node anyway).
+func (b *Bus) Deleted(user string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.send(message{Node: b.opts.node, User: user, Gone: true})
+}
+
 func (b *Bus) send(m message) {
 	data, err := json.Marshal(m)
 	if err == nil {
@@ -125,9 +137,10 @@ type peer struct {
 // Start subscribes to the other nodes' messages and starts heartbeats; it
 // returns once the subscription is in place. fn
 // is called on one goroutine for every change another node reports, and
-// with online false for every user of a node that stopped answering. stop
-// ends it all and waits for fn to return for the last time.
-func (b *Bus) Start(fn func(node, user string, online bool, seen time.Time)) (stop func(), err error) {
+// with online false for every user of a node that stopped answering; gone,
+// on the same goroutine, for every account another node deleted. stop
+// ends it all and waits for fn and gone to return for the last time.
+func (b *Bus) Start(fn func(node, user string, online bool, seen time.Time), gone func(user string)) (stop func(), err error) {
 	in := make(chan *nats.Msg, 4096)
 	sub, err := b.nc.ChanSubscribe(b.opts.subject, in)
 	if err != nil {
@@ -140,7 +153,7 @@ func (b *Bus) Start(fn func(node, user string, online bool, seen time.Time)) (st
 		return nil, fmt.Errorf("natspresence: subscribe %s: %w", b.opts.subject, err)
 	}
 	done, exited := make(chan struct{}), make(chan struct{})
-	go b.run(in, fn, done, exited)
+	go b.run(in, fn, gone, done, exited)
 	var once sync.Once
 	return func() {
 		once.Do(func() {
@@ -151,7 +164,7 @@ func (b *Bus) Start(fn func(node, user string, online bool, seen time.Time)) (st
 	}, nil
 }
 
-func (b *Bus) run(in <-chan *nats.Msg, fn func(node, user string, online bool, seen time.Time), done <-chan struct{}, exited chan<- struct{}) {
+func (b *Bus) run(in <-chan *nats.Msg, fn func(node, user string, online bool, seen time.Time), gone func(user string), done <-chan struct{}, exited chan<- struct{}) {
 	defer close(exited)
 	peers := make(map[string]*peer)
 	tick := time.NewTicker(b.opts.interval)
@@ -179,6 +192,10 @@ func (b *Bus) run(in <-chan *nats.Msg, fn func(node, user string, online bool, s
 				continue
 			}
 			if m.Node == b.opts.node {
+				continue
+			}
+			if m.Gone {
+				gone(m.User)
 				continue
 			}
 			p := peers[m.Node]

@@ -69,12 +69,12 @@ func TestPresenceAcrossNodes(t *testing.T) {
 	c := natstest.Start(t, natstest.Options{Nodes: 1})
 	a, b := bus(t, c.URL(), "a"), bus(t, c.URL(), "b")
 	var seenByB events
-	stopB, err := b.Start(seenByB.fn)
+	stopB, err := b.Start(seenByB.fn, func(string) {})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer stopB()
-	stopA, err := a.Start(func(string, string, bool, time.Time) {})
+	stopA, err := a.Start(func(string, string, bool, time.Time) {}, func(string) {})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +86,7 @@ func TestPresenceAcrossNodes(t *testing.T) {
 	// A late node learns bob from a's heartbeat.
 	late := bus(t, c.URL(), "late")
 	var seenByLate events
-	stopLate, err := late.Start(seenByLate.fn)
+	stopLate, err := late.Start(seenByLate.fn, func(string) {})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,4 +97,52 @@ func TestPresenceAcrossNodes(t *testing.T) {
 	stopA()
 	seenByB.wait(t, "a alice online", "a bob online", "a alice offline", "a bob offline")
 	seenByLate.wait(t, "a bob online", "a bob offline")
+}
+
+// A deleted account reaches every other node's gone function, not the
+// deleting node's own.
+func TestDeletedAcrossNodes(t *testing.T) {
+	c := natstest.Start(t, natstest.Options{Nodes: 1})
+	a, b := bus(t, c.URL(), "a"), bus(t, c.URL(), "b")
+	goneAt := func(node string) (func(string), <-chan string) {
+		ch := make(chan string, 4)
+		return func(user string) { ch <- node + " " + user }, ch
+	}
+	fa, ga := goneAt("a")
+	fb, gb := goneAt("b")
+	stopA, err := a.Start(func(string, string, bool, time.Time) {}, fa)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stopA()
+	stopB, err := b.Start(func(string, string, bool, time.Time) {}, fb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stopB()
+	a.Deleted("carol")
+	select {
+	case got := <-gb:
+		if got != "b carol" {
+			t.Fatalf("gone = %q, want b carol", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("b was not told that carol's account was deleted")
+	}
+	// The server had a's message before b's, so a, which must skip its
+	// own, would have had carol before dave.
+	b.Deleted("dave")
+	select {
+	case got := <-ga:
+		if got != "a dave" {
+			t.Fatalf("a's gone = %q, want a dave (a deleted carol itself)", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a was not told that dave's account was deleted")
+	}
+	select {
+	case got := <-gb:
+		t.Fatalf("b was told of its own deletion: %q", got)
+	default:
+	}
 }
