@@ -109,6 +109,7 @@ var unaryMethods = []string{
 	"/parley.v1.ConversationService/JoinRoom",
 	"/parley.v1.AuthService/Login",
 	"/parley.v1.AttachmentService/Upload",
+	"/parley.v1.AuthService/DeleteAccount",
 }
 
 // FuzzUnary calls a unary RPC (chosen by the first byte) with arbitrary
@@ -128,6 +129,7 @@ func FuzzUnary(f *testing.F) {
 		&parleyv1.JoinRoomRequest{ConversationId: conv},
 		&parleyv1.LoginRequest{Username: alice.id, Password: "wrong"},
 		&parleyv1.UploadRequest{Name: "a.txt", ContentType: "text/plain", Data: []byte("hi")},
+		&parleyv1.DeleteAccountRequest{Username: alice.id, Password: "wrong"},
 	}
 	for i, m := range seeds {
 		b, _ := proto.Marshal(m)
