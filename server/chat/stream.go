@@ -490,8 +490,9 @@ func (s *Service) position(user string, p *parleyv1.SubscribePosition) (*replay,
 	return r, nil
 }
 
-// Chat implements parleyv1.ChatServiceServer. The handler's goroutine is
-// the stream's writer; a second goroutine reads frames.
+// Chat implements parleyv1.ChatServiceServer. The handler's goroutine
+// waits for the stream to end; a second goroutine reads frames, and a
+// writer runs while there is something to write (see serve).
 func (s *Service) Chat(stream grpc.BidiStreamingServer[parleyv1.ChatRequest, parleyv1.ChatResponse]) error {
 	if !s.enter() {
 		return toStatus(errShutdown)
