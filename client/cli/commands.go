@@ -303,62 +303,52 @@ func (r *runner) history(ctx context.Context, fs *flag.FlagSet, args []string) e
 	if *limit < 1 || *limit > 500 {
 		return usageError{msg: "--limit must be 1 to 500", cmd: "history"}
 	}
-	c, _, err := r.dial(ctx, true)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	ctx, cancel := r.call(ctx)
-	defer cancel()
-	// --after 0 means the very first page, which only forward asks for.
-	q := client.HistoryQuery{AfterSeq: *after, BeforeSeq: *before, Limit: int32(*limit), Forward: afterSet}
-	page, err := c.History(ctx, pos[0], q)
-	if err != nil {
-		return err
-	}
-	for _, m := range page.GetMessages() {
-		r.printMessage(m)
-	}
-	if page.GetHasMore() && len(page.GetMessages()) > 0 {
-		msgs := page.GetMessages()
-		if afterSet {
-			fmt.Fprintf(r.stderr, "(more: --after %d)\n", msgs[len(msgs)-1].GetSeq())
-		} else {
-			fmt.Fprintf(r.stderr, "(more: --before %d)\n", msgs[0].GetSeq())
+	return r.withClient(ctx, func(ctx context.Context, c *client.Client) error {
+		// --after 0 means the very first page, which only forward asks for.
+		q := client.HistoryQuery{AfterSeq: *after, BeforeSeq: *before, Limit: int32(*limit), Forward: afterSet}
+		page, err := c.History(ctx, pos[0], q)
+		if err != nil {
+			return err
 		}
-	}
-	return nil
+		for _, m := range page.GetMessages() {
+			r.printMessage(m)
+		}
+		if page.GetHasMore() && len(page.GetMessages()) > 0 {
+			msgs := page.GetMessages()
+			if afterSet {
+				fmt.Fprintf(r.stderr, "(more: --after %d)\n", msgs[len(msgs)-1].GetSeq())
+			} else {
+				fmt.Fprintf(r.stderr, "(more: --before %d)\n", msgs[0].GetSeq())
+			}
+		}
+		return nil
+	})
 }
 
 func (r *runner) conversations(ctx context.Context, fs *flag.FlagSet, args []string) error {
 	if _, err := r.parse(fs, args, 0, 0); err != nil {
 		return err
 	}
-	c, _, err := r.dial(ctx, true)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	ctx, cancel := r.call(ctx)
-	defer cancel()
-	list, err := c.ListConversations(ctx)
-	if err != nil {
-		return err
-	}
-	tw := tabwriter.NewWriter(r.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "CONVERSATION\tKIND\tHEAD\tUNREAD\tTITLE\tLAST MESSAGE")
-	for _, cv := range list {
-		last := ""
-		if m := cv.GetLastMessage(); m != nil {
-			last = m.GetSenderId() + ": " + oneLine(summary(m), 60)
+	return r.withClient(ctx, func(ctx context.Context, c *client.Client) error {
+		list, err := c.ListConversations(ctx)
+		if err != nil {
+			return err
 		}
-		unread := fmt.Sprint(cv.GetUnreadCount())
-		if cv.GetUnreadCount() >= 1000 {
-			unread = "1000+" // the server stops counting there
+		tw := tabwriter.NewWriter(r.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "CONVERSATION\tKIND\tHEAD\tUNREAD\tTITLE\tLAST MESSAGE")
+		for _, cv := range list {
+			last := ""
+			if m := cv.GetLastMessage(); m != nil {
+				last = m.GetSenderId() + ": " + oneLine(summary(m), 60)
+			}
+			unread := fmt.Sprint(cv.GetUnreadCount())
+			if cv.GetUnreadCount() >= 1000 {
+				unread = "1000+" // the server stops counting there
+			}
+			fmt.Fprintf(tw, "%s\t%s\t#%d\t%s\t%s\t%s\n", cv.GetId(), kindName(cv.GetKind()), cv.GetHeadSeq(), unread, cv.GetTitle(), last)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t#%d\t%s\t%s\t%s\n", cv.GetId(), kindName(cv.GetKind()), cv.GetHeadSeq(), unread, cv.GetTitle(), last)
-	}
-	return tw.Flush()
+		return tw.Flush()
+	})
 }
 
 // parseSeq reads a seq as typed: "12" or "#12".
@@ -381,29 +371,24 @@ func (r *runner) read(ctx context.Context, fs *flag.FlagSet, args []string) erro
 			return err
 		}
 	}
-	c, _, err := r.dial(ctx, true)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	ctx, cancel := r.call(ctx)
-	defer cancel()
-	if seq == 0 {
-		cv, err := c.GetConversation(ctx, pos[0])
+	return r.withClient(ctx, func(ctx context.Context, c *client.Client) error {
+		if seq == 0 {
+			cv, err := c.GetConversation(ctx, pos[0])
+			if err != nil {
+				return err
+			}
+			if seq = cv.GetHeadSeq(); seq == 0 {
+				fmt.Fprintf(r.stdout, "nothing to read in %s\n", pos[0])
+				return nil
+			}
+		}
+		rc, err := c.MarkRead(ctx, pos[0], seq)
 		if err != nil {
 			return err
 		}
-		if seq = cv.GetHeadSeq(); seq == 0 {
-			fmt.Fprintf(r.stdout, "nothing to read in %s\n", pos[0])
-			return nil
-		}
-	}
-	rc, err := c.MarkRead(ctx, pos[0], seq)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(r.stdout, "read [%s] up to #%d\n", pos[0], rc.GetReadSeq())
-	return nil
+		fmt.Fprintf(r.stdout, "read [%s] up to #%d\n", pos[0], rc.GetReadSeq())
+		return nil
+	})
 }
 
 func (r *runner) edit(ctx context.Context, fs *flag.FlagSet, args []string) error {
@@ -419,19 +404,14 @@ func (r *runner) edit(ctx context.Context, fs *flag.FlagSet, args []string) erro
 	if body == "" {
 		return usageError{msg: "empty message (to remove a message, use 'parley delete')", cmd: "edit"}
 	}
-	c, _, err := r.dial(ctx, true)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	ctx, cancel := r.call(ctx)
-	defer cancel()
-	ack, err := c.Edit(ctx, pos[0], seq, body)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(r.stdout, "edited [%s #%d] (#%d)\n", pos[0], seq, ack.GetSeq())
-	return nil
+	return r.withClient(ctx, func(ctx context.Context, c *client.Client) error {
+		ack, err := c.Edit(ctx, pos[0], seq, body)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(r.stdout, "edited [%s #%d] (#%d)\n", pos[0], seq, ack.GetSeq())
+		return nil
+	})
 }
 
 func (r *runner) deleteMessage(ctx context.Context, fs *flag.FlagSet, args []string) error {
@@ -443,19 +423,14 @@ func (r *runner) deleteMessage(ctx context.Context, fs *flag.FlagSet, args []str
 	if err != nil {
 		return err
 	}
-	c, _, err := r.dial(ctx, true)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	ctx, cancel := r.call(ctx)
-	defer cancel()
-	ack, err := c.Delete(ctx, pos[0], seq)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(r.stdout, "deleted [%s #%d] (#%d)\n", pos[0], seq, ack.GetSeq())
-	return nil
+	return r.withClient(ctx, func(ctx context.Context, c *client.Client) error {
+		ack, err := c.Delete(ctx, pos[0], seq)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(r.stdout, "deleted [%s #%d] (#%d)\n", pos[0], seq, ack.GetSeq())
+		return nil
+	})
 }
 
 func (r *runner) dm(ctx context.Context, fs *flag.FlagSet, args []string) error {
@@ -529,30 +504,34 @@ func (r *runner) leave(ctx context.Context, fs *flag.FlagSet, args []string) err
 	if err != nil {
 		return err
 	}
-	c, _, err := r.dial(ctx, true)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	ctx, cancel := r.call(ctx)
-	defer cancel()
-	if err := c.LeaveConversation(ctx, pos[0]); err != nil {
-		return err
-	}
-	fmt.Fprintf(r.stdout, "left %s\n", pos[0])
-	return nil
+	return r.withClient(ctx, func(ctx context.Context, c *client.Client) error {
+		if err := c.LeaveConversation(ctx, pos[0]); err != nil {
+			return err
+		}
+		fmt.Fprintf(r.stdout, "left %s\n", pos[0])
+		return nil
+	})
 }
 
-// withConversation makes one call that returns a conversation.
-func (r *runner) withConversation(ctx context.Context, do func(context.Context, *client.Client) (*parleyv1.Conversation, error)) (*parleyv1.Conversation, error) {
+// withClient dials with the saved login and runs do in one call's time.
+func (r *runner) withClient(ctx context.Context, do func(context.Context, *client.Client) error) error {
 	c, _, err := r.dial(ctx, true)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer c.Close()
 	ctx, cancel := r.call(ctx)
 	defer cancel()
 	return do(ctx, c)
+}
+
+// withConversation makes one call that returns a conversation.
+func (r *runner) withConversation(ctx context.Context, do func(context.Context, *client.Client) (*parleyv1.Conversation, error)) (cv *parleyv1.Conversation, err error) {
+	err = r.withClient(ctx, func(ctx context.Context, c *client.Client) error {
+		cv, err = do(ctx, c)
+		return err
+	})
+	return cv, err
 }
 
 // printConversation prints the id alone, so that scripts can capture it.
