@@ -31,28 +31,19 @@ func TestClusterKeepsAckedMessagesThroughAKill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}, Replicas: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
+	var s jetstream.Stream
+	attempt(t, ctx, "create the stream", func(ctx context.Context) (err error) {
+		s, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}, Replicas: 3})
+		return err
+	})
 	publish := func(from, to int) {
 		t.Helper()
 		for i := from; i < to; i++ {
-			for {
-				// Each attempt has its own deadline: a publish sent while the
-				// stream has no leader may get no answer at all, and must not
-				// use up the whole test's time.
-				actx, acancel := context.WithTimeout(ctx, 2*time.Second)
-				_, err := js.Publish(actx, "t.x", fmt.Appendf(nil, "%d", i), jetstream.WithMsgID(fmt.Sprint(i)))
-				acancel()
-				if err == nil {
-					break
-				}
-				if ctx.Err() != nil {
-					t.Fatalf("publish %d: %v", i, err)
-				}
-				time.Sleep(50 * time.Millisecond) // leader election: retry with the same id
-			}
+			// Retried with the same id through a leader election.
+			attempt(t, ctx, fmt.Sprint("publish ", i), func(ctx context.Context) error {
+				_, err := js.Publish(ctx, "t.x", fmt.Appendf(nil, "%d", i), jetstream.WithMsgID(fmt.Sprint(i)))
+				return err
+			})
 		}
 	}
 	publish(0, 100)
@@ -61,20 +52,42 @@ func TestClusterKeepsAckedMessagesThroughAKill(t *testing.T) {
 	c.Nodes[0].Start()
 	c.Nodes[0].WaitReady()
 
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	var info *jetstream.StreamInfo
+	attempt(t, ctx, "stream info", func(ctx context.Context) (err error) {
+		info, err = s.Info(ctx)
+		return err
+	})
 	if info.State.Msgs != 200 {
 		t.Errorf("stream holds %d messages, want 200", info.State.Msgs)
 	}
 	for seq := uint64(1); seq <= 200; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatalf("get %d: %v", seq, err)
-		}
+		var m *jetstream.RawStreamMsg
+		attempt(t, ctx, fmt.Sprint("get ", seq), func(ctx context.Context) (err error) {
+			m, err = s.GetMsg(ctx, seq)
+			return err
+		})
 		if got, want := string(m.Data), fmt.Sprint(seq-1); got != want {
 			t.Fatalf("seq %d holds %q, want %q", seq, got, want)
 		}
+	}
+}
+
+// attempt runs f until it succeeds, each try with its own 5 s deadline: a
+// JetStream request sent while a leader is being chosen may get no answer
+// at all, and must not use up the whole test's time. It fails the test
+// when ctx ends first.
+func attempt(t *testing.T, ctx context.Context, what string, f func(context.Context) error) {
+	t.Helper()
+	for {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := f(actx)
+		cancel()
+		if err == nil {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
