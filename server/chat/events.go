@@ -358,12 +358,9 @@ func (s *Service) notify(c store.Conversation, posts []post, streams, hook bool)
 		return
 	}
 	for _, p := range posts {
-		if p.sender != last.sender {
-			// The offline list above left out the last sender only.
-			_, offline = s.hub.reach(c.Members, p.sender)
-		}
-		if len(offline) > 0 {
-			s.opts.webhook(offline, c.ID, p.res.Seq, p.sender, previewOf(p.body), p.res.SentAt)
+		to := slices.DeleteFunc(slices.Clone(offline), func(m string) bool { return m == p.sender })
+		if len(to) > 0 {
+			s.opts.webhook(to, c.ID, p.res.Seq, p.sender, previewOf(p.body), p.res.SentAt)
 		}
 	}
 }

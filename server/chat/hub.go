@@ -265,28 +265,21 @@ func (h *hub) saver(stop <-chan struct{}, done chan<- struct{}) {
 	}
 }
 
-// elsewhere reports whether another node of the cluster has a stream of
-// user's.
-func (h *hub) elsewhere(user string) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return len(h.remote[user]) > 0
-}
-
 // reach returns, in one look, the open streams of members other than
-// sender, and those members with no stream on any node.
+// sender, and the members with no stream on any node (sender among them,
+// if so: a batch holds posts of several senders).
 func (h *hub) reach(members []string, sender string) (outs []*outbound, offline []string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, m := range members {
-		if m == sender {
-			continue
-		}
 		set := h.streams[m]
 		if len(set) == 0 {
 			if len(h.remote[m]) == 0 {
 				offline = append(offline, m)
 			}
+			continue
+		}
+		if m == sender {
 			continue
 		}
 		for o := range set {

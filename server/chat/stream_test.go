@@ -1,11 +1,15 @@
 package chat
 
 import (
+	"fmt"
+	"slices"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
 	"github.com/parleychat/parley/server/router"
+	"github.com/parleychat/parley/server/store"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -72,5 +76,25 @@ func TestQueue(t *testing.T) {
 	}
 	if q.items != nil {
 		t.Fatalf("drained queue holds an array of %d", cap(q.items))
+	}
+}
+
+// A batch of posts from several senders calls the webhook once per post,
+// for every offline member but that post's sender.
+func TestNotifyBatchWebhookPerSender(t *testing.T) {
+	var got []string
+	s := &Service{opts: options{webhook: func(users []string, conv string, seq uint64, sender, _ string, _ time.Time) {
+		got = append(got, fmt.Sprintf("#%d %s -> %v", seq, sender, users))
+	}}}
+	s.hub = newHub(s, 0, nil)
+	c := store.Conversation{ID: "room:r", Members: []string{"x", "y", "z"}}
+	var posts []post
+	for i, sender := range []string{"x", "y", "x"} {
+		posts = append(posts, post{conv: c, sender: sender, res: router.Result{Conv: c.ID, Seq: uint64(i + 1)}})
+	}
+	s.notify(c, posts, true, true)
+	want := []string{"#1 x -> [y z]", "#2 y -> [x z]", "#3 x -> [y z]"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("webhook calls %q, want %q", got, want)
 	}
 }
