@@ -140,9 +140,14 @@ func TestDeletedAcrossNodes(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("a was not told that dave's account was deleted")
 	}
+	// Likewise b, which must skip its own dave, has erin next.
+	a.Deleted("erin")
 	select {
 	case got := <-gb:
-		t.Fatalf("b was told of its own deletion: %q", got)
-	default:
+		if got != "b erin" {
+			t.Fatalf("b's gone = %q, want b erin (b deleted dave itself)", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("b was not told that erin's account was deleted")
 	}
 }

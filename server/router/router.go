@@ -447,6 +447,13 @@ func wrapField(field protowire.Number, data []byte) []byte {
 	return protowire.AppendBytes(b, data)
 }
 
+// wrappedSize is the length of wrap(msg); wrapInto appends wrap(msg) to b.
+func wrappedSize(msg []byte) int { return 1 + protowire.SizeVarint(uint64(len(msg))) + len(msg) }
+
+func wrapInto(b, msg []byte) []byte {
+	return protowire.AppendBytes(protowire.AppendTag(b, 1, protowire.BytesType), msg)
+}
+
 // Catchup advances sub through conv from after: it returns up to max frames
 // with seq > after, oldest first, and the position to continue from. When
 // live is true, sub has been attached and every later message reaches it
@@ -495,15 +502,9 @@ func (r *Router) Catchup(convID string, after uint64, max int, sub Subscriber) (
 	// page costs a few allocations, not two per message.
 	frames = make([]*Frame, len(recs))
 	page := make([]Frame, len(recs))
-	var buf []byte
+	var a store.Arena
 	for i, rec := range recs {
-		n := 1 + protowire.SizeVarint(uint64(len(rec.Data))) + len(rec.Data)
-		if cap(buf)-len(buf) < n {
-			buf = make([]byte, 0, n+4<<10)
-		}
-		start := len(buf)
-		buf = protowire.AppendBytes(protowire.AppendTag(buf, 1, protowire.BytesType), rec.Data)
-		page[i] = Frame{Conv: convID, Seq: rec.Seq, Data: buf[start:len(buf):len(buf)]}
+		page[i] = Frame{Conv: convID, Seq: rec.Seq, Data: wrapInto(a.Alloc(wrappedSize(rec.Data)), rec.Data)}
 		frames[i] = &page[i]
 	}
 	next = upto

@@ -119,7 +119,7 @@ func (s *Store) Range(conv string, after, upto uint64, limit int) (recs []Record
 		if b == nil {
 			return nil
 		}
-		var a arena
+		var a Arena
 		recs = make([]Record, 0, min(max(limit, 0), 256))
 		c := b.Cursor()
 		for k, v := c.Seek(seqKey(after + 1)); k != nil; k, v = c.Next() {
@@ -131,7 +131,7 @@ func (s *Store) Range(conv string, after, upto uint64, limit int) (recs []Record
 				more = true
 				return nil
 			}
-			recs = append(recs, Record{Seq: seq, Data: a.clone(v)})
+			recs = append(recs, Record{Seq: seq, Data: a.Clone(v)})
 		}
 		return nil
 	})
@@ -268,20 +268,25 @@ func (s *Store) Dedup(sender, clientMsgID string) (rec DedupRecord, ok bool, err
 	return rec, ok, err
 }
 
-// arena copies values out of a read transaction into shared chunks, so a
-// page of messages costs a few allocations rather than one per message
-// (replays read many pages). A chunk stays alive while any of its values
-// does.
-type arena struct{ buf []byte }
+// Arena hands out byte slices from shared chunks, so that a page of
+// messages costs a few allocations rather than one per message (replays
+// read many pages). A chunk stays alive while any slice of it does. The
+// zero value is ready; an Arena is for one goroutine.
+type Arena struct{ buf []byte }
 
 // arenaChunk is the size of an arena's chunks.
 const arenaChunk = 4 << 10
 
-func (a *arena) clone(v []byte) []byte {
-	if cap(a.buf)-len(a.buf) < len(v) {
-		a.buf = make([]byte, 0, max(arenaChunk, len(v)))
+// Alloc returns an empty slice with room for n bytes, which appending up
+// to n bytes fills without touching any other slice of the arena.
+func (a *Arena) Alloc(n int) []byte {
+	if cap(a.buf)-len(a.buf) < n {
+		a.buf = make([]byte, 0, max(arenaChunk, n))
 	}
 	start := len(a.buf)
-	a.buf = append(a.buf, v...)
-	return a.buf[start:len(a.buf):len(a.buf)]
+	a.buf = a.buf[:start+n]
+	return a.buf[start : start : start+n]
 }
+
+// Clone copies v into the arena.
+func (a *Arena) Clone(v []byte) []byte { return append(a.Alloc(len(v)), v...) }
