@@ -118,6 +118,16 @@ func Dial(ctx context.Context, target string, opts ...Option) (*Client, error) {
 			},
 			MinConnectTimeout: 10 * time.Second,
 		}),
+		// Fixed flow-control windows turn off gRPC's bandwidth-delay
+		// estimator, which answers every data frame that follows a ping
+		// ack with a new ping: for a chat stream's small, spaced frames
+		// that is one ping and one ping ack per message, doubling the
+		// server's socket writes. In a room of 100 at 100 msg/s it cut
+		// the server's CPU by a third. The windows only bound what the
+		// server may send ahead of the app reading it: memory a client
+		// spends when it falls behind, not up front.
+		grpc.WithInitialWindowSize(1 << 20),
+		grpc.WithInitialConnWindowSize(1 << 20),
 	}, cfg.dialOpts...)
 	conn, err := grpc.NewClient(target, dialOpts...)
 	if err != nil {
