@@ -364,6 +364,7 @@ func RunSuite(ctx context.Context, opts SuiteOptions, stderr io.Writer) (*SuiteR
 		cfg.Progress = opts.Progress
 		s.Commands[c.name] = "parley-bench " + strings.Join(args, " ")
 		fmt.Fprintf(progress, "== [%d/%d] %s: %s\n", i+1, len(cases), c.name, s.Commands[c.name])
+		syncDisks()
 		start := time.Now()
 		rep := Run(ctx, cfg, stderr)
 		s.Reports = append(s.Reports, rep)

@@ -13,3 +13,8 @@ func fdLimit() int {
 	}
 	return int(l.Cur)
 }
+
+// syncDisks writes every dirty page in the system back, so that a case
+// does not pay for the previous case's writes: the log case alone gave
+// 211,000-227,000 appends/s and 171,000 right after the dm case.
+func syncDisks() { syscall.Sync() }
