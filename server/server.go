@@ -257,6 +257,13 @@ func (s *Server) build() error {
 		grpc.ChainUnaryInterceptor(append([]grpc.UnaryServerInterceptor{s.stats.GRPC.UnaryServerInterceptor()}, unaryInterceptors(s.log, authenticate(authn, s.store), svc.Validate)...)...),
 		grpc.ChainStreamInterceptor(append([]grpc.StreamServerInterceptor{s.stats.GRPC.StreamServerInterceptor()}, streamInterceptors(s.log, authenticate(authn, s.store), svc.Validate)...)...),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		// Fixed windows turn off gRPC's bandwidth-delay estimator, which
+		// pings the client after every data frame that follows a ping
+		// ack: for a chat stream's small, spaced sends that is a ping
+		// write and an ack read per message. A connection may then have
+		// at most 1 MiB unread here (the estimator grows it to 16 MiB).
+		grpc.InitialWindowSize(1<<20),
+		grpc.InitialConnWindowSize(1<<20),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	)
 	parleyv1.RegisterAuthServiceServer(s.grpc, svc)
