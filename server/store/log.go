@@ -253,10 +253,10 @@ func CountPages(after uint64, max int, keep func(data []byte) bool, page func(af
 
 // Dedup looks up where an accepted (sender, client_message_id) went.
 func (s *Store) Dedup(sender, clientMsgID string) (rec DedupRecord, ok bool, err error) {
-	key := dedupKey(sender, clientMsgID)
-	if rec, ok := s.pend.lookupDedup(key); ok {
+	if rec, ok := s.pend.lookupDedup(sender, clientMsgID); ok {
 		return rec, true, nil
 	}
+	key := dedupKey(sender, clientMsgID)
 	err = s.db.View(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketDedup).Get(key)
 		if len(v) < 8 {

@@ -228,7 +228,7 @@ const maxBacklog = 4 * indexChunk
 // openJournal creates the journal's bucket and replays what it holds.
 func (s *Store) openJournal() (uint64, error) {
 	if err := s.jdb.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(bucketJournal)
+		_, err := tx.CreateBucketIfNotExists(bucketBatches)
 		return err
 	}); err != nil {
 		return 0, fmt.Errorf("initialise journal: %w", err)
@@ -291,7 +291,7 @@ func (s *Store) Close() error {
 	<-s.done
 	// Whatever the writer indexed can leave the journal now; what it could
 	// not index stays and is replayed by the next Open.
-	err := s.jdb.Update(func(tx *bolt.Tx) error { return dropJournal(tx.Bucket(bucketJournal), s.indexed.Load()) })
+	err := s.jdb.Update(func(tx *bolt.Tx) error { return dropJournal(tx.Bucket(bucketBatches), s.indexed.Load()) })
 	if err == nil {
 		err = s.db.Update(func(tx *bolt.Tx) error {
 			return tx.Bucket(bucketMeta).Put(keyClean, []byte("1"))
