@@ -125,10 +125,11 @@ torture:
 	@set -e; : > torture.log; \
 	$(GO) test -count=1 -timeout 60m -v -run 'TestCrashLosesNothingAcked' ./server/cmd/parleyd/ -crash-rounds=$(TORTURE_ROUNDS) >> torture.log 2>&1 || { tail -40 torture.log; exit 1; }; \
 	$(GO) test -race -count=1 -timeout 30m -v -run 'TestSoakChurn|TestStuckClients|TestDiskFull' ./server/ -soak=$(SOAK) >> torture.log 2>&1 || { tail -40 torture.log; exit 1; }; \
-	for f in FuzzChatFrame FuzzUnary FuzzGRPCWeb; do \
-		$(GO) test -run XXX -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) ./server/ 2>&1 | tail -3 | sed "s/^/$$f: /" >> torture.log || exit 1; \
+	for t in server:FuzzChatFrame server:FuzzUnary server:FuzzGRPCWeb server/auth:FuzzVerify \
+		server/store:FuzzDecodeBatch server/chat:FuzzNameShapes; do \
+		p=$${t%%:*}; f=$${t#*:}; \
+		$(GO) test -run XXX -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) ./$$p/ 2>&1 | tail -3 | sed "s/^/$$f: /" >> torture.log || exit 1; \
 	done; \
-	$(GO) test -run XXX -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) ./server/auth/ 2>&1 | tail -3 | sed "s/^/FuzzVerify: /" >> torture.log; \
 	echo "== torture summary =="; grep -E "crash test:|soak:|slow reader|--- (PASS|FAIL)|Fuzz[A-Za-z]+: (fuzz: elapsed|ok|FAIL)" torture.log
 
 clean:
