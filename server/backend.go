@@ -46,15 +46,17 @@ type backend struct {
 	close func() error
 }
 
+// defaultFlushInterval is Config.FlushInterval's default: about one
+// journal commit on the disks measured.
+const defaultFlushInterval = 2 * time.Millisecond
+
 // openLocal opens the embedded backend in cfg.DataDir.
 func openLocal(cfg Config, window uint64, stats *metrics.Metrics) (*backend, error) {
 	var sopts []store.Option
 	if cfg.BatchSize != 0 {
 		sopts = append(sopts, store.WithBatchSize(cfg.BatchSize))
 	}
-	if cfg.FlushInterval != 0 {
-		sopts = append(sopts, store.WithFlushInterval(cfg.FlushInterval))
-	}
+	sopts = append(sopts, store.WithFlushInterval(max(cmp.Or(cfg.FlushInterval, defaultFlushInterval), 0)))
 	sopts = append(sopts, store.WithRewrite(router.Rewrite), store.WithNoSync(cfg.NoSync), store.WithLogger(cfg.Logger),
 		store.WithCommitObserver(stats.Commit), store.WithIndexObserver(stats.Index))
 	st, err := store.Open(cfg.DataDir, sopts...)

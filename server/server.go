@@ -47,10 +47,15 @@ type Config struct {
 	// the first node creates; default 3.
 	NATSReplicas int
 
-	BatchSize     int           // messages per journal commit; default 4096
-	FlushInterval time.Duration // wait for more messages before a commit; default 0: commit as soon as the queue is empty
-	NoSync        bool          // benchmarks only: acknowledged messages may be lost on a crash
-	Window        uint64        // W: how far seqs may run ahead of the disk; default 4096
+	BatchSize int // messages per journal commit; default 4096
+	// FlushInterval is how long a journal commit waits for more messages
+	// when the last commit ended less than that long ago (sends come
+	// faster than one an interval); after a quiet spell a message is
+	// committed at once. Default 2 ms; negative: never wait, commit as
+	// soon as the queue is empty.
+	FlushInterval time.Duration
+	NoSync        bool   // benchmarks only: acknowledged messages may be lost on a crash
+	Window        uint64 // W: how far seqs may run ahead of the disk; default 4096
 	// Pacing bounds how long a send into a saturated conversation (most of
 	// its subscribers backlogged but draining) waits for the fan-out to
 	// catch up; 0 means 250 ms, negative turns pacing off.

@@ -157,7 +157,7 @@ func decodeBatch(b []byte, last uint64) ([]journaled, error) {
 // appends in groups, makes them readable (pending), acknowledges them and
 // hands them to the writer for indexing, in journal order. It exits when
 // appends is closed and drained, closing index behind it.
-func (s *Store) journaler(last uint64) {
+func (s *Store) journaler(last uint64, opened time.Time) {
 	defer close(s.jdone)
 	defer close(s.index)
 	var timer *time.Timer
@@ -167,7 +167,8 @@ func (s *Store) journaler(last uint64) {
 	// the writer is busy, batches coalesce here instead of filling index
 	// with many small ones.
 	var carry []journaled
-	var value []byte // the batch's encoding, reused: bbolt needs it only until the commit
+	var value []byte  // the batch's encoding, reused: bbolt needs it only until the commit
+	lastEnd := opened // when the last commit ended; opening counts as one
 	for {
 		var j job
 		var ok bool
@@ -189,7 +190,9 @@ func (s *Store) journaler(last uint64) {
 		}
 		batch = append(batch[:0], j)
 		var deadline <-chan time.Time
-		if s.opts.flushInterval > 0 {
+		// Wait for more only while appends come faster than one a flush
+		// interval: a message after a quiet spell is committed at once.
+		if s.opts.flushInterval > 0 && s.opts.now().Sub(lastEnd) < s.opts.flushInterval {
 			if timer == nil {
 				timer = time.NewTimer(s.opts.flushInterval)
 			} else {
@@ -246,6 +249,7 @@ func (s *Store) journaler(last uint64) {
 			tx.OnCommit(func() { st := tx.Stats(); write = st.GetWriteTime() })
 			return nil
 		})
+		lastEnd = s.opts.now()
 		if s.opts.observe != nil {
 			s.opts.observe(len(batch), time.Since(start), write, err)
 		}

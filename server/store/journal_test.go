@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -342,4 +343,50 @@ func TestOldJournalReplayed(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A message after a quiet spell is committed at once whatever the flush
+// interval; one that follows a commit closer than that waits for company.
+func TestFlushIntervalWaitsOnlyUnderLoad(t *testing.T) {
+	var mu sync.Mutex
+	clock := time.Now()
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	advance := func(d time.Duration) { mu.Lock(); clock = clock.Add(d); mu.Unlock() }
+	appendAsync := func(s *Store, seq uint64) chan error {
+		done := make(chan error, 1)
+		s.Append(Entry{Conv: "c", Seq: seq, Data: []byte("x")}, func(err error) { done <- err })
+		return done
+	}
+	acked := func(done chan error, what string) {
+		t.Helper()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: not acknowledged after 10 s", what)
+		}
+	}
+
+	// Just opened: that counts as a commit a moment ago, so a message
+	// waits for the interval (or, here, for Close).
+	s := open(t, t.TempDir(), WithFlushInterval(time.Hour), func(o *options) { o.now = now })
+	done := appendAsync(s, 1)
+	select {
+	case err := <-done:
+		t.Fatalf("a message right after open was committed at once (%v)", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	s.Close()
+	acked(done, "the waiting message at Close")
+
+	// An hour after its last commit (by its clock) the journal is quiet:
+	// each message is committed at once.
+	s = open(t, t.TempDir(), WithFlushInterval(time.Hour), func(o *options) { o.now = now })
+	defer s.Close()
+	for seq := uint64(1); seq <= 3; seq++ {
+		advance(2 * time.Hour)
+		acked(appendAsync(s, seq), fmt.Sprintf("message %d after a quiet spell", seq))
+	}
 }

@@ -65,6 +65,7 @@ type options struct {
 	noSync        bool
 	queue         int
 	logger        *slog.Logger
+	now           func() time.Time // the journal's clock; tests stop it
 }
 
 // Option configures Open.
@@ -73,9 +74,15 @@ type Option func(*options)
 // WithBatchSize caps the number of messages committed in one transaction.
 func WithBatchSize(n int) Option { return func(o *options) { o.batchSize = n } }
 
-// WithFlushInterval is how long the writer waits for more messages after the
-// first one of a batch before it commits. Zero commits as soon as the queue
-// is empty, which still batches whatever arrived during the previous fsync.
+// WithFlushInterval is how long the journal waits for more messages after
+// the first one of a batch before it commits, when its last commit ended
+// less than that long ago (appends come faster than one an interval); a
+// message after a quiet spell is committed at once. The store counts as
+// just committed when it opens. Fewer, bigger commits under load spend
+// less CPU on fsync (on the dm benchmark at 10,000 msg/s, 2 ms made a
+// third as many commits and took ack p50 from ~7 to ~5 ms). Zero (the
+// default) commits as soon as the queue is empty, which still batches
+// whatever arrived during the previous fsync.
 func WithFlushInterval(d time.Duration) Option { return func(o *options) { o.flushInterval = d } }
 
 // WithNoSync turns fsync off. Only benchmarks should use it: a crash may then
@@ -167,7 +174,7 @@ type job struct {
 // Open opens (or creates) the store in dir. It fails fast if another process
 // holds the file.
 func Open(dir string, opts ...Option) (*Store, error) {
-	o := options{batchSize: 4096, queue: 8192, indexDelay: 100 * time.Millisecond, logger: slog.Default()}
+	o := options{batchSize: 4096, queue: 8192, indexDelay: 100 * time.Millisecond, logger: slog.Default(), now: time.Now}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -214,7 +221,7 @@ func Open(dir string, opts ...Option) (*Store, error) {
 	s.appends = make(chan job, o.queue)
 	s.jobs = make(chan job, o.queue)
 	s.index = make(chan []journaled, indexQueue)
-	go s.journaler(last)
+	go s.journaler(last, o.now())
 	go s.writer()
 	return s, nil
 }

@@ -40,7 +40,7 @@ func run(args []string) error {
 	fs.StringVar(&cfg.NATSURL, "nats", "", "cluster mode: NATS JetStream URLs, comma-separated (e.g. nats://n1:4222,nats://n2:4222); the node then keeps no state of its own")
 	fs.IntVar(&cfg.NATSReplicas, "nats-replicas", 3, "cluster mode: replicas of the JetStream stream and buckets this node creates if they do not exist")
 	fs.IntVar(&cfg.BatchSize, "batch-size", 4096, "most messages committed in one journal transaction (group commit; a commit takes what is queued, up to this)")
-	fs.DurationVar(&cfg.FlushInterval, "flush-interval", 0, "how long a commit waits for more messages after the first (0: commit as soon as the queue is empty; what arrives during a commit makes the next batch)")
+	fs.DurationVar(&cfg.FlushInterval, "flush-interval", 2*time.Millisecond, "how long a journal commit waits for more messages when the last commit ended less than that long ago; after a quiet spell a message is committed at once (0: never wait; what arrives during a commit makes the next batch)")
 	fs.BoolVar(&cfg.NoSync, "no-sync", false, "turn fsync off: for benchmarks only, a crash then loses acknowledged messages")
 	fs.Uint64Var(&window, "window", 4096, "how many seqs sequencing may run ahead of the disk; after a crash seqs resume past head+window")
 	fs.IntVar(&cfg.Tail, "tail", 256, "committed messages per conversation kept in memory for catch-up")
@@ -76,6 +76,9 @@ func run(args []string) error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if cfg.FlushInterval == 0 {
+		cfg.FlushInterval = -1 // as with pacing: the flag's 0 is "off"
 	}
 	if cfg.Pacing == 0 {
 		cfg.Pacing = -1 // the flag's 0 is "off"; Config's 0 is "default"
