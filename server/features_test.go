@@ -396,3 +396,30 @@ func TestSubscriptionsPerStreamLimit(t *testing.T) {
 		t.Fatalf("257th subscription: %v", last)
 	}
 }
+
+// Presence changes are pushed through conversations of at most
+// PresenceFanout members; in a bigger room they are asked for.
+func TestPresenceFanoutCap(t *testing.T) {
+	n := start(t, "", func(c *Config) { c.PresenceFanout = 2 })
+	alice, bob, carol := register(t, n, "alice"), register(t, n, "bob"), register(t, n, "carol")
+	room(t, alice, "big", bob, carol) // 3 members: over the cap
+	if _, err := alice.convs.CreateDirect(alice.ctx(t), &parleyv1.CreateDirectRequest{UserId: bob.id}); err != nil {
+		t.Fatal(err)
+	}
+	as := alice.connect(t)
+	carol.connect(t)
+	bob.connect(t)
+	// Presence frames reach alice's stream in the order the users came
+	// online: carol's, had it been pushed, would come before bob's.
+	f := as.event(t, "a presence frame", func(f *parleyv1.ChatResponse) bool { return f.GetPresence() != nil })
+	if p := f.GetPresence(); p.GetUserId() != bob.id || !p.GetOnline() {
+		t.Fatalf("first presence frame %v; want bob online (carol shares only a room over the cap with alice)", p)
+	}
+	resp, err := alice.chat.GetPresence(alice.ctx(t), &parleyv1.GetPresenceRequest{UserIds: []string{carol.id}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ps := resp.GetPresences(); len(ps) != 1 || !ps[0].GetOnline() {
+		t.Fatalf("GetPresence(carol) = %v; want carol online", ps)
+	}
+}

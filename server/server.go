@@ -73,6 +73,10 @@ type Config struct {
 	MaxStreams    int           // open streams per user; default 16
 	TypingTTL     time.Duration // how long a typing indicator lasts unless renewed; default 6s
 	PresenceGrace time.Duration // how long after the last stream closes a user is announced offline; default 3s
+	// PresenceFanout is the most members a conversation may have for its
+	// members to be pushed each other's presence changes; bigger rooms ask
+	// GetPresence. Default 1,000; negative: no cap.
+	PresenceFanout int
 
 	WebhookURL    string // POSTed (JSON) for posts to members with no live stream; empty: off
 	WebhookSecret string // signs webhook bodies (X-Parley-Signature: sha256=<hmac>)
@@ -230,6 +234,9 @@ func (s *Server) build() error {
 	}
 	if cfg.TypingTTL != 0 {
 		copts = append(copts, chat.WithTypingTTL(cfg.TypingTTL))
+	}
+	if cfg.PresenceFanout != 0 {
+		copts = append(copts, chat.WithPresenceFanout(cfg.PresenceFanout))
 	}
 	if cfg.PresenceGrace != 0 {
 		copts = append(copts, chat.WithPresenceGrace(cfg.PresenceGrace))

@@ -204,7 +204,7 @@ func (s *Service) SetTyping(ctx context.Context, req *parleyv1.SetTypingRequest)
 
 // GetPresence implements parleyv1.ChatServiceServer.
 func (s *Service) GetPresence(ctx context.Context, req *parleyv1.GetPresenceRequest) (*parleyv1.GetPresenceResponse, error) {
-	peers := s.peers(auth.UserID(ctx))
+	peers := s.peers(auth.UserID(ctx), 0)
 	resp := &parleyv1.GetPresenceResponse{}
 	for _, u := range req.GetUserIds() {
 		if _, ok := slices.BinarySearch(peers, u); !ok {

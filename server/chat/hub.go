@@ -314,7 +314,7 @@ func (h *hub) announce(user string, p *parleyv1.Presence) {
 	if err != nil {
 		return
 	}
-	for _, peer := range h.svc.peers(user) {
+	for _, peer := range h.svc.peers(user, h.svc.opts.presenceFan) {
 		for _, o := range h.outbounds(peer) {
 			o.offer(f)
 		}
@@ -322,8 +322,9 @@ func (h *hub) announce(user string, p *parleyv1.Presence) {
 }
 
 // peers returns the users who share a conversation with user, user
-// included, sorted.
-func (s *Service) peers(user string) []string {
+// included, sorted; with limit > 0, only conversations of at most limit
+// members count.
+func (s *Service) peers(user string, limit int) []string {
 	convs, err := s.store.UserConversations(user)
 	if err != nil {
 		s.opts.logger.Warn("presence: list conversations", "user", user, "err", err)
@@ -332,7 +333,7 @@ func (s *Service) peers(user string) []string {
 	seen := map[string]bool{user: true}
 	for _, id := range convs {
 		c, err := s.members.get(id)
-		if err != nil {
+		if err != nil || limit > 0 && len(c.Members) > limit {
 			continue
 		}
 		for _, m := range c.Members {

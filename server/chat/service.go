@@ -76,6 +76,7 @@ type options struct {
 	typingRate    float64
 	typingTTL     time.Duration
 	presenceGrace time.Duration
+	presenceFan   int
 	presenceBus   PresenceBus
 	feedNotes     bool
 	webhook       WebhookFunc
@@ -131,6 +132,14 @@ func WithTypingTTL(d time.Duration) Option { return func(o *options) { o.typingT
 // WithPresenceGrace sets how long after a user's last stream closes they are
 // announced offline; a reconnect within it goes unnoticed.
 func WithPresenceGrace(d time.Duration) Option { return func(o *options) { o.presenceGrace = d } }
+
+// WithPresenceFanout caps the members a conversation may have for its
+// members to be pushed each other's presence changes (default 1,000). In a
+// bigger one, a large room, a stream coming online would queue a frame for
+// every online member, and the room coming online N² of them: there
+// presence is asked for with GetPresence, which answers for anyone who
+// shares a conversation with the caller, whatever its size.
+func WithPresenceFanout(n int) Option { return func(o *options) { o.presenceFan = n } }
 
 // WithWebhook sets the function told about posts to offline members.
 func WithWebhook(f WebhookFunc) Option { return func(o *options) { o.webhook = f } }
@@ -189,6 +198,7 @@ func New(r Router, st Store, tokens Tokens, opts ...Option) (*Service, error) {
 		maxAttachment: 8 << 20,
 		typingTTL:     6 * time.Second,
 		presenceGrace: 3 * time.Second,
+		presenceFan:   1000,
 		logger:        slog.Default(),
 	}
 	for _, opt := range opts {

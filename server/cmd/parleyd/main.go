@@ -56,6 +56,7 @@ func run(args []string) error {
 	fs.StringVar(&cfg.WebhookURL, "webhook-url", "", "URL POSTed (JSON) for each post to members with no live stream, for push notifications")
 	fs.StringVar(&cfg.WebhookSecret, "webhook-secret", "", "HMAC-SHA256 key signing webhook bodies (X-Parley-Signature header)")
 	fs.DurationVar(&cfg.PresenceGrace, "presence-grace", 3*time.Second, "how long after a user's last stream closes they are shown offline")
+	fs.IntVar(&cfg.PresenceFanout, "presence-fanout", 1000, "most members a conversation may have for its members to be pushed each other's presence changes; in bigger rooms clients ask GetPresence (0: no cap)")
 	fs.StringVar(&signingKey, "jwt-key", "", "hex HS256 signing key (at least 32 bytes); empty: generated once and kept in the data dir (with --nats: in the cluster, shared by every node)")
 	fs.DurationVar(&cfg.TokenTTL, "token-ttl", 24*time.Hour, "lifetime of issued access tokens")
 	fs.StringVar(&cfg.ExternalIssuer, "jwt-external-issuer", "", "iss claim of an external token issuer whose tokens are accepted")
@@ -76,6 +77,9 @@ func run(args []string) error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if cfg.PresenceFanout == 0 {
+		cfg.PresenceFanout = -1 // the flag's 0 is "no cap"
 	}
 	if cfg.FlushInterval == 0 {
 		cfg.FlushInterval = -1 // as with pacing: the flag's 0 is "off"
