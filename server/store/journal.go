@@ -441,6 +441,9 @@ type pending struct {
 	mu    sync.RWMutex
 	convs map[string]*pendingConv
 	dedup map[senderMsg]pendingDedup
+	// filter learns each dedup key as it is added, before the index can
+	// hold it; set once by Open before any append.
+	filter *dedupFilter
 }
 
 // senderMsg is a dedup key in memory: no bytes to build per lookup.
@@ -496,6 +499,7 @@ func (p *pending) add(batch []journaled) {
 			pc.edits = append(pc.edits, pendingEdit{target: e.Target, jid: batch[i].jid, event: e.Data})
 		}
 		if e.ClientMsgID != "" {
+			p.filter.add(p.filter.hash(e.Sender, e.ClientMsgID))
 			p.dedup[senderMsg{e.Sender, e.ClientMsgID}] = pendingDedup{rec: DedupRecord{Conv: e.Conv, Seq: e.Seq}, jid: batch[i].jid}
 		}
 	}

@@ -256,6 +256,10 @@ func (s *Store) Dedup(sender, clientMsgID string) (rec DedupRecord, ok bool, err
 	if rec, ok := s.pend.lookupDedup(sender, clientMsgID); ok {
 		return rec, true, nil
 	}
+	// Not pending: the index may hold it only if the filter says so.
+	if f := s.pend.filter; !f.mayHold(f.hash(sender, clientMsgID)) {
+		return DedupRecord{}, false, nil
+	}
 	key := dedupKey(sender, clientMsgID)
 	err = s.db.View(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketDedup).Get(key)

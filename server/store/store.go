@@ -213,6 +213,11 @@ func Open(dir string, opts ...Option) (*Store, error) {
 		return nil, fmt.Errorf("store: open %s: %w", jpath, err)
 	}
 	last, err := s.openJournal()
+	if err == nil {
+		// After the journal's replay, which indexes without pending.
+		s.pend.filter = newDedupFilter()
+		err = db.View(s.pend.filter.fill)
+	}
 	if err != nil {
 		s.jdb.Close()
 		db.Close()
