@@ -442,16 +442,17 @@ func wrap(msg []byte) []byte {
 }
 
 func wrapField(field protowire.Number, data []byte) []byte {
-	b := make([]byte, 0, len(data)+1+protowire.SizeVarint(uint64(len(data))))
-	b = protowire.AppendTag(b, field, protowire.BytesType)
-	return protowire.AppendBytes(b, data)
+	return appendField(make([]byte, 0, fieldSize(field, data)), field, data)
 }
 
-// wrappedSize is the length of wrap(msg); wrapInto appends wrap(msg) to b.
-func wrappedSize(msg []byte) int { return 1 + protowire.SizeVarint(uint64(len(msg))) + len(msg) }
+// fieldSize is the length of wrapField(field, data); appendField appends
+// it to b.
+func fieldSize(field protowire.Number, data []byte) int {
+	return protowire.SizeTag(field) + protowire.SizeBytes(len(data))
+}
 
-func wrapInto(b, msg []byte) []byte {
-	return protowire.AppendBytes(protowire.AppendTag(b, 1, protowire.BytesType), msg)
+func appendField(b []byte, field protowire.Number, data []byte) []byte {
+	return protowire.AppendBytes(protowire.AppendTag(b, field, protowire.BytesType), data)
 }
 
 // Catchup advances sub through conv from after: it returns up to max frames
@@ -504,7 +505,7 @@ func (r *Router) Catchup(convID string, after uint64, max int, sub Subscriber) (
 	page := make([]Frame, len(recs))
 	var a store.Arena
 	for i, rec := range recs {
-		page[i] = Frame{Conv: convID, Seq: rec.Seq, Data: wrapInto(a.Alloc(wrappedSize(rec.Data)), rec.Data)}
+		page[i] = Frame{Conv: convID, Seq: rec.Seq, Data: appendField(a.Alloc(fieldSize(1, rec.Data)), 1, rec.Data)}
 		frames[i] = &page[i]
 	}
 	next = upto

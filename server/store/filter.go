@@ -41,21 +41,26 @@ func (f *dedupFilter) hash(sender, id string) uint64 {
 	return h.Sum64()
 }
 
-// add sets the bits of the key with hash h (double hashing: the hash's
-// halves give the first bit and the stride).
-func (f *dedupFilter) add(h uint64) {
+// bits returns the positions of the key with hash h (double hashing: the
+// hash's halves give the first position and the stride).
+func bits(h uint64) (at [filterHashes]uint64) {
 	a, b := h&0xffffffff, h>>32|1
-	for i := range uint64(filterHashes) {
-		bit := (a + i*b) % filterBits
+	for i := range at {
+		at[i] = (a + uint64(i)*b) % filterBits
+	}
+	return at
+}
+
+// add sets the bits of the key with hash h.
+func (f *dedupFilter) add(h uint64) {
+	for _, bit := range bits(h) {
 		f.bits[bit/64].Or(1 << (bit % 64))
 	}
 }
 
 // mayHold reports whether the key with hash h may be in the index.
 func (f *dedupFilter) mayHold(h uint64) bool {
-	a, b := h&0xffffffff, h>>32|1
-	for i := range uint64(filterHashes) {
-		bit := (a + i*b) % filterBits
+	for _, bit := range bits(h) {
 		if f.bits[bit/64].Load()&(1<<(bit%64)) == 0 {
 			return false
 		}

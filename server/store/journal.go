@@ -41,7 +41,7 @@ const JournalFileName = "journal.db"
 var bucketBatches = []byte("batches")
 
 // bucketJournal is the journal as earlier versions wrote it, one message
-// per key (journal id -> encodeEntry). Open replays what it still holds
+// per key (journal id -> appendEntry's layout). Open replays what it still holds
 // and deletes it; nothing writes it any more.
 var bucketJournal = []byte("journal")
 
@@ -51,18 +51,8 @@ type journaled struct {
 	e   Entry
 }
 
-// encodeEntry lays out an Entry as uvarint seq, target, then the lengths
+// appendEntry appends e laid out as uvarint seq, target, then the lengths
 // and bytes of conv, sender and client message id, then the data.
-func encodeEntry(e *Entry) []byte {
-	return appendEntry(make([]byte, 0, entrySize(e)), e)
-}
-
-// entrySize is an upper bound on the length of e's encoding.
-func entrySize(e *Entry) int {
-	return 5*binary.MaxVarintLen64 + len(e.Conv) + len(e.Sender) + len(e.ClientMsgID) + len(e.Data)
-}
-
-// appendEntry appends encodeEntry(e) to b.
 func appendEntry(b []byte, e *Entry) []byte {
 	b = binary.AppendUvarint(b, e.Seq)
 	b = binary.AppendUvarint(b, e.Target)
@@ -75,7 +65,7 @@ func appendEntry(b []byte, e *Entry) []byte {
 
 var errBadJournal = errors.New("store: malformed journal entry")
 
-// decodeEntry is encodeEntry's inverse. The returned Entry does not alias b.
+// decodeEntry is appendEntry's inverse. The returned Entry does not alias b.
 func decodeEntry(b []byte) (Entry, error) {
 	var e Entry
 	var n int
@@ -103,25 +93,15 @@ func decodeEntry(b []byte) (Entry, error) {
 
 func jidKey(jid uint64) []byte { return seqKey(jid) }
 
-// encodeBatch appends a journal commit's value to buf: uvarint count, then
-// each entry as uvarint length and encodeEntry bytes.
+// encodeBatch writes a journal commit's value over buf: uvarint count,
+// then each entry as uvarint length and appendEntry's bytes.
 func encodeBatch(buf []byte, batch []job) []byte {
-	n := binary.MaxVarintLen64
+	buf = binary.AppendUvarint(buf[:0], uint64(len(batch)))
+	var entry []byte
 	for i := range batch {
-		n += binary.MaxVarintLen64 + entrySize(batch[i].entry)
-	}
-	buf = slices.Grow(buf[:0], n)
-	buf = binary.AppendUvarint(buf, uint64(len(batch)))
-	for i := range batch {
-		e := batch[i].entry
-		// The length goes first; reserve its widest form and shift the
-		// entry down once its length is known.
-		at := len(buf)
-		buf = appendEntry(append(buf, make([]byte, binary.MaxVarintLen64)...), e)
-		body := len(buf) - at - binary.MaxVarintLen64
-		w := binary.PutUvarint(buf[at:], uint64(body))
-		copy(buf[at+w:], buf[at+binary.MaxVarintLen64:])
-		buf = buf[:at+w+body]
+		entry = appendEntry(entry[:0], batch[i].entry)
+		buf = binary.AppendUvarint(buf, uint64(len(entry)))
+		buf = append(buf, entry...)
 	}
 	return buf
 }
@@ -514,15 +494,11 @@ func (p *pending) drop(batch []journaled) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var touched []*pendingConv
-	var last *pendingConv // batches come in runs of one conversation
 	for i := range batch {
 		e := &batch[i].e
-		if last == nil || e.Conv != batch[i-1].e.Conv {
-			last = p.convs[e.Conv]
-			if last != nil && last.dropping != upto {
-				last.dropping = upto
-				touched = append(touched, last)
-			}
+		if pc := p.convs[e.Conv]; pc != nil && pc.dropping != upto {
+			pc.dropping = upto
+			touched = append(touched, pc)
 		}
 		if e.ClientMsgID != "" {
 			k := senderMsg{e.Sender, e.ClientMsgID}
@@ -532,11 +508,10 @@ func (p *pending) drop(batch []journaled) {
 		}
 	}
 	for _, pc := range touched {
-		conv := pc.conv
 		pc.recs = slices.DeleteFunc(pc.recs, func(r pendingRec) bool { return r.jid <= upto })
 		pc.edits = slices.DeleteFunc(pc.edits, func(e pendingEdit) bool { return e.jid <= upto })
 		if len(pc.recs) == 0 && len(pc.edits) == 0 {
-			delete(p.convs, conv)
+			delete(p.convs, pc.conv)
 		}
 	}
 }

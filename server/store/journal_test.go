@@ -313,7 +313,7 @@ func TestOldJournalReplayed(t *testing.T) {
 			{Conv: "c", Seq: 2, Sender: "u", ClientMsgID: "x", Data: []byte("two")},
 			{Conv: "c", Seq: 3, Data: []byte("three")},
 		} {
-			if err := b.Put(jidKey(uint64(100+i)), encodeEntry(&e)); err != nil {
+			if err := b.Put(jidKey(uint64(100+i)), appendEntry(nil, &e)); err != nil {
 				return err
 			}
 		}
