@@ -13,6 +13,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/parleychat/parley/server/jsget"
 )
 
 // This file talks to JetStream's message get APIs directly, because the
@@ -220,41 +222,23 @@ func (r *replies) next(ctx context.Context) (*nats.Msg, error) {
 	}
 }
 
-// leaderGet asks the stream's leader for one message: slower than a direct
-// get, but it sees every acknowledged message.
-func (l *Log) leaderGet(ctx context.Context, stream string, req getRequest) (rawMsg, error) {
-	body, err := json.Marshal(req)
-	if err != nil {
-		return rawMsg{}, err
-	}
+// leaderGet asks the leader of stream for one message (see jsget): no
+// answer, or JetStream's 503, is ErrUnavailable; no such message is
+// errNotFound.
+func (l *Log) leaderGet(ctx context.Context, stream string, req jsget.Request) (rawMsg, error) {
 	ctx, cancel := context.WithTimeout(ctx, l.opts.timeout)
 	defer cancel()
-	resp, err := l.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+stream, body)
-	if err != nil {
+	m, err := jsget.Leader(ctx, l.nc, stream, req)
+	var api *jetstream.APIError
+	switch {
+	case errors.Is(err, jsget.ErrNotFound):
+		return rawMsg{}, errNotFound
+	case errors.As(err, &api) && api.Code != 503, errors.Is(err, jsget.ErrBadReply):
+		return rawMsg{}, fmt.Errorf("jslog: leader get: %w", err)
+	case err != nil:
 		return rawMsg{}, unavailable("jslog: leader get", err)
 	}
-	var r struct {
-		Error   *jetstream.APIError `json:"error"`
-		Message *struct {
-			Subject string `json:"subject"`
-			Seq     uint64 `json:"seq"`
-			Data    []byte `json:"data"`
-		} `json:"message"`
-	}
-	if err := json.Unmarshal(resp.Data, &r); err != nil {
-		return rawMsg{}, fmt.Errorf("jslog: leader get: %w", err)
-	}
-	switch {
-	case r.Error != nil && r.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
-		return rawMsg{}, errNotFound
-	case r.Error != nil && r.Error.Code == 503:
-		return rawMsg{}, unavailable("jslog: leader get", r.Error)
-	case r.Error != nil:
-		return rawMsg{}, fmt.Errorf("jslog: leader get: %w", r.Error)
-	case r.Message == nil:
-		return rawMsg{}, errNotFound
-	}
-	return rawMsg{subject: r.Message.Subject, seq: r.Message.Seq, data: r.Message.Data}, nil
+	return rawMsg{subject: m.Subject, seq: m.Seq, data: m.Data}, nil
 }
 
 // Message fields read without decoding the whole message.

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
+	"github.com/parleychat/parley/server/jsget"
 	"github.com/parleychat/parley/server/router"
 )
 
@@ -196,7 +197,7 @@ func (l *Log) load(c *conv) error {
 // prev_seq while it is past bound (rarely more than a step or two: only
 // messages stored since bound was read).
 func (l *Log) lastAtOrBefore(ctx context.Context, subject string, bound uint64) (uint64, error) {
-	m, err := l.leaderGet(ctx, l.opts.stream, getRequest{LastFor: subject})
+	m, err := l.leaderGet(ctx, l.opts.stream, jsget.Request{LastFor: subject})
 	if errors.Is(err, errNotFound) {
 		return 0, nil
 	}
@@ -205,7 +206,7 @@ func (l *Log) lastAtOrBefore(ctx context.Context, subject string, bound uint64) 
 		if p <= bound {
 			return p, nil
 		}
-		m, err = l.leaderGet(ctx, l.opts.stream, getRequest{Seq: p})
+		m, err = l.leaderGet(ctx, l.opts.stream, jsget.Request{Seq: p})
 	}
 	if err != nil {
 		return 0, err
@@ -496,7 +497,7 @@ func (l *Log) Head(convID string) (uint64, error) {
 	if time.Since(time.Unix(0, l.lastFed.Load())) < feedQuiet {
 		return head, nil
 	}
-	m, err := l.leaderGet(l.ctx, l.opts.stream, getRequest{LastFor: c.subject})
+	m, err := l.leaderGet(l.ctx, l.opts.stream, jsget.Request{LastFor: c.subject})
 	if err != nil || m.seq <= head {
 		return head, nil // what the node knows is the best answer it has
 	}

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
+	"github.com/parleychat/parley/server/jsget"
 	"github.com/parleychat/parley/server/router"
 	"github.com/parleychat/parley/server/store"
 )
@@ -240,7 +241,7 @@ func (l *Log) expectedPrev(ctx context.Context, c *conv) (uint64, error) {
 		return prev, nil
 	}
 	c.mu.Unlock()
-	m, err := l.leaderGet(ctx, l.opts.stream, getRequest{LastFor: c.subject})
+	m, err := l.leaderGet(ctx, l.opts.stream, jsget.Request{LastFor: c.subject})
 	if errors.Is(err, errNotFound) {
 		m, err = rawMsg{}, nil
 	}
@@ -332,7 +333,7 @@ func (l *Log) duplicate(ctx context.Context, conv string, seq uint64) router.Res
 func (l *Log) getSeq(ctx context.Context, seq uint64, mustExist bool) (rawMsg, error) {
 	m, err := l.directGet(ctx, l.opts.stream, getRequest{Seq: seq})
 	if mustExist && (errors.Is(err, errNotFound) || errors.Is(err, ErrUnavailable)) {
-		m, err = l.leaderGet(ctx, l.opts.stream, getRequest{Seq: seq})
+		m, err = l.leaderGet(ctx, l.opts.stream, jsget.Request{Seq: seq})
 	}
 	return m, err
 }

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
+	"github.com/parleychat/parley/server/jsget"
 	"github.com/parleychat/parley/server/store"
 )
 
@@ -117,7 +118,7 @@ func chained(msgs []rawMsg, after, want uint64, full int) bool {
 func (l *Log) leaderForward(ctx context.Context, subject string, after uint64, n int) ([]rawMsg, error) {
 	var out []rawMsg
 	for seq := after + 1; len(out) < n; {
-		m, err := l.leaderGet(ctx, l.opts.stream, getRequest{Seq: seq, NextFor: subject})
+		m, err := l.leaderGet(ctx, l.opts.stream, jsget.Request{Seq: seq, NextFor: subject})
 		if errors.Is(err, errNotFound) {
 			break
 		}
@@ -222,7 +223,7 @@ func (l *Log) backward(ctx context.Context, c *conv, end uint64, limit int) ([]r
 		}
 		if len(older) == 0 {
 			// A replica was behind: take p from the leader.
-			m, err := l.leaderGet(ctx, l.opts.stream, getRequest{Seq: p})
+			m, err := l.leaderGet(ctx, l.opts.stream, jsget.Request{Seq: p})
 			if err != nil {
 				return nil, false, fmt.Errorf("jslog: %s#%d: %w", c.id, p, err)
 			}

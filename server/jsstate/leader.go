@@ -2,11 +2,12 @@ package jsstate
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/parleychat/parley/server/jsget"
 )
 
 // get reads key from kv. A KV Get is a direct get, which any replica may
@@ -28,41 +29,15 @@ func (s *State) get(ctx context.Context, kv jetstream.KeyValue, key string) (val
 
 // leaderLast asks the leader of bucket's stream for key's newest entry.
 func (s *State) leaderLast(ctx context.Context, bucket, key string) ([]byte, uint64, error) {
-	body, err := json.Marshal(struct {
-		LastFor string `json:"last_by_subj"`
-	}{"$KV." + bucket + "." + key})
-	if err != nil {
-		return nil, 0, err
-	}
-	resp, err := s.js.Conn().RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.KV_"+bucket, body)
-	if err != nil {
-		return nil, 0, fmt.Errorf("leader get %s: %w", key, err)
-	}
-	var r struct {
-		Error   *jetstream.APIError `json:"error"`
-		Message *struct {
-			Seq  uint64 `json:"seq"`
-			Data []byte `json:"data"`
-			Hdrs []byte `json:"hdrs"`
-		} `json:"message"`
-	}
-	if err := json.Unmarshal(resp.Data, &r); err != nil {
-		return nil, 0, fmt.Errorf("leader get %s: %w", key, err)
-	}
+	m, err := jsget.Leader(ctx, s.js.Conn(), "KV_"+bucket, jsget.Request{LastFor: "$KV." + bucket + "." + key})
 	switch {
-	case r.Error != nil && r.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound, r.Error == nil && r.Message == nil:
+	case errors.Is(err, jsget.ErrNotFound):
 		return nil, 0, fmt.Errorf("leader get %s: %w", key, jetstream.ErrKeyNotFound)
-	case r.Error != nil:
-		return nil, 0, fmt.Errorf("leader get %s: %w", key, r.Error)
+	case err != nil:
+		return nil, 0, fmt.Errorf("leader get %s: %w", key, err)
 	}
-	if len(r.Message.Hdrs) > 0 {
-		h, err := nats.DecodeHeadersMsg(r.Message.Hdrs)
-		if err != nil {
-			return nil, 0, fmt.Errorf("leader get %s: headers: %w", key, err)
-		}
-		if op := h.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
-			return nil, 0, fmt.Errorf("leader get %s: %w", key, jetstream.ErrKeyDeleted)
-		}
+	if op := m.Header.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
+		return nil, 0, fmt.Errorf("leader get %s: %w", key, jetstream.ErrKeyDeleted)
 	}
-	return r.Message.Data, r.Message.Seq, nil
+	return m.Data, m.Seq, nil
 }
