@@ -79,11 +79,10 @@ func (s *Service) updateConversation(id string, fn func(c *store.Conversation) e
 	// order and reach this line in the other, and the older value must not
 	// win. The next reader loads what the store has.
 	s.members.forget(id)
-	for _, u := range before {
-		if !c.IsMember(u) {
-			for _, o := range s.hub.outbounds(u) {
-				o.drop(id)
-			}
+	_, removed := store.DiffMembers(before, c.Members)
+	for _, u := range removed {
+		for _, o := range s.hub.outbounds(u) {
+			o.drop(id)
 		}
 	}
 	return c, nil

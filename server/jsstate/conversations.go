@@ -111,7 +111,7 @@ func (s *State) UpdateConversation(id string, fn func(c *store.Conversation) err
 			if err != nil {
 				return fmt.Errorf("conversation %q: encode: %w", id, err)
 			}
-			added, removed := diff(old, c.Members)
+			added, removed := store.DiffMembers(old, c.Members)
 			fresh := slices.DeleteFunc(slices.Clone(added), func(u string) bool { return preindexed[u] })
 			if err := s.index(ctx, id, fresh); err != nil {
 				return err
@@ -443,22 +443,6 @@ func normalize(members []string) []string {
 	slices.Sort(out)
 	out = slices.Compact(out)
 	return slices.DeleteFunc(out, func(m string) bool { return m == "" })
-}
-
-// diff returns the members of after that are not in before and the
-// members of before not in after; both must be sorted.
-func diff(before, after []string) (added, removed []string) {
-	for _, m := range after {
-		if _, ok := slices.BinarySearch(before, m); !ok {
-			added = append(added, m)
-		}
-	}
-	for _, m := range before {
-		if _, ok := slices.BinarySearch(after, m); !ok {
-			removed = append(removed, m)
-		}
-	}
-	return added, removed
 }
 
 // missing reports whether err says the key does not exist (or was deleted).

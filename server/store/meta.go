@@ -171,18 +171,18 @@ func putConversation(tx *bolt.Tx, c *Conversation, old []string) error {
 	if err := tx.Bucket(bucketConvs).Put([]byte(c.ID), data); err != nil {
 		return err
 	}
+	// Only the members who came or went touch the index, so that a join
+	// costs the same in a room of ten members as in one of ten thousand.
+	added, removed := DiffMembers(old, c.Members)
 	index := tx.Bucket(bucketUserConvs)
-	for _, m := range old {
-		if _, still := slices.BinarySearch(c.Members, m); still {
-			continue
-		}
+	for _, m := range removed {
 		if b := index.Bucket([]byte(m)); b != nil {
 			if err := b.Delete([]byte(c.ID)); err != nil {
 				return err
 			}
 		}
 	}
-	for _, m := range c.Members {
+	for _, m := range added {
 		b, err := index.CreateBucketIfNotExists([]byte(m))
 		if err != nil {
 			return err
@@ -192,6 +192,28 @@ func putConversation(tx *bolt.Tx, c *Conversation, old []string) error {
 		}
 	}
 	return nil
+}
+
+// DiffMembers returns the members of after that are not in before and the
+// members of before that are not in after, each in order. Both must be
+// sorted and free of repeats, as stored conversations' Members are; it
+// walks each once.
+func DiffMembers(before, after []string) (added, removed []string) {
+	i, j := 0, 0
+	for i < len(before) || j < len(after) {
+		switch {
+		case j == len(after) || i < len(before) && before[i] < after[j]:
+			removed = append(removed, before[i])
+			i++
+		case i == len(before) || after[j] < before[i]:
+			added = append(added, after[j])
+			j++
+		default:
+			i++
+			j++
+		}
+	}
+	return added, removed
 }
 
 // CreateConversation stores a new conversation and indexes its members;

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -367,6 +368,55 @@ func checkLastSeen(t *testing.T, s lastSeenStore) {
 	for user, want := range map[string]time.Time{"ann": t1, "ben": t1.Add(time.Second)} {
 		if at, err := s.LastSeen(user); err != nil || !at.Equal(want) {
 			t.Fatalf("LastSeen(%s) = %v, %v; want %v", user, at, err, want)
+		}
+	}
+}
+
+// BenchmarkJoinRoom is one member joining a room that already has size
+// members: the cost of a join must not grow with the room.
+func BenchmarkJoinRoom(b *testing.B) {
+	for _, size := range []int{100, 1000, 10000} {
+		b.Run(fmt.Sprintf("members=%d", size), func(b *testing.B) {
+			s, err := Open(b.TempDir(), WithNoSync(true))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			members := make([]string, size)
+			for i := range members {
+				members[i] = fmt.Sprintf("user%06d", i)
+			}
+			if err := s.CreateConversation(Conversation{ID: "room:big", Kind: KindRoom, Members: members}); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for i := range b.N {
+				if _, err := s.UpdateConversation("room:big", func(c *Conversation) error {
+					c.Members = append(c.Members, fmt.Sprintf("joiner%09d", i))
+					return nil
+				}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func TestDiffMembers(t *testing.T) {
+	for _, tc := range []struct {
+		before, after, added, removed []string
+	}{
+		{nil, nil, nil, nil},
+		{nil, []string{"a", "b"}, []string{"a", "b"}, nil},
+		{[]string{"a", "b"}, nil, nil, []string{"a", "b"}},
+		{[]string{"a", "c", "e"}, []string{"a", "c", "e"}, nil, nil},
+		{[]string{"a", "c", "e"}, []string{"b", "c", "d", "f"}, []string{"b", "d", "f"}, []string{"a", "e"}},
+		{[]string{"b"}, []string{"a", "b", "c"}, []string{"a", "c"}, nil},
+		{[]string{"a", "b", "c"}, []string{"b"}, nil, []string{"a", "c"}},
+	} {
+		added, removed := DiffMembers(tc.before, tc.after)
+		if !slices.Equal(added, tc.added) || !slices.Equal(removed, tc.removed) {
+			t.Errorf("DiffMembers(%v, %v) = %v, %v; want %v, %v", tc.before, tc.after, added, removed, tc.added, tc.removed)
 		}
 	}
 }
