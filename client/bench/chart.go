@@ -175,7 +175,7 @@ func (s *SuiteReport) latencyPanels() []latencyPanel {
 		switch name {
 		case "room-rate":
 			e2eTarget, e2eLabel = 3, "aim ≤ 3 ms"
-		case "dm":
+		case "dm", "dm-1":
 			e2eTarget, e2eLabel, ackTarget, ackLabel = 2, "≤ 2 ms", 5, "≤ 5 ms"
 		default:
 			continue
@@ -230,7 +230,7 @@ func (s *SuiteReport) LatencySVG(w io.Writer) {
 
 	left, right, top, floor := 74.0, float64(chartWidth-24), 136.0, float64(h-92)
 	if len(panels) == 0 {
-		c.text(chartWidth/2, h/2, 14, "middle", colorMuted, "normal", "No latency scenario in this run (room-rate, dm).")
+		c.text(chartWidth/2, h/2, 14, "middle", colorMuted, "normal", "No latency scenario in this run (room-rate, dm, dm-1).")
 		c.end(w)
 		return
 	}
@@ -329,11 +329,12 @@ func (s *SuiteReport) ThroughputSVG(w io.Writer) {
 	type pair struct {
 		title        string
 		parley, base float64
+		target       bool
 	}
 	var rows []pair
 	for _, r := range s.Rows {
 		if r.Metric == "delivered/s" {
-			rows = append(rows, pair{r.Scenario, r.ParleyValue, r.BaselineValue})
+			rows = append(rows, pair{r.Scenario, r.ParleyValue, r.BaselineValue, r.Met != "-"})
 		}
 	}
 	rowH := 96.0
@@ -348,7 +349,7 @@ func (s *SuiteReport) ThroughputSVG(w io.Writer) {
 	c.legend(chartWidth-24, 100, [][2]string{{"Parley", colorParley}, {"baseline", colorBase}}, true)
 	left, right := 24.0, float64(chartWidth-110)
 	if len(rows) == 0 {
-		c.text(chartWidth/2, top+30, 14, "middle", colorMuted, "normal", "No throughput scenario in this run (room-100, room-1000).")
+		c.text(chartWidth/2, top+30, 14, "middle", colorMuted, "normal", "No throughput scenario in this run (room-100, room-1000, room-10000).")
 		c.end(w)
 		return
 	}
@@ -360,13 +361,16 @@ func (s *SuiteReport) ThroughputSVG(w io.Writer) {
 		}
 		x := func(v float64) float64 { return left + (right-left)*v/scale }
 		c.text(left, y+14, 13, "start", colorText, "600", r.title)
-		if r.base > 0 {
+		switch {
+		case r.base > 0 && r.target:
 			ratio := r.parley / r.base
 			mark, color := "✓ met", "#15803d"
 			if ratio < 0.9 {
 				mark, color = "✗ not met", colorTarget
 			}
 			c.text(right+86, y+14, 13, "end", color, "600", fmt.Sprintf("%.2fx baseline  %s", ratio, mark))
+		case r.base > 0:
+			c.text(right+86, y+14, 13, "end", colorMuted, "600", fmt.Sprintf("%.2fx baseline  (no target)", r.parley/r.base))
 		}
 		for j, bar := range []struct {
 			series, color string
@@ -377,7 +381,7 @@ func (s *SuiteReport) ThroughputSVG(w io.Writer) {
 				bar.series, bar.series, left, by, math.Max(x(bar.v)-left, 1), bar.color, esc(r.title), bar.series, fmtRate(bar.v))
 			c.text(x(bar.v)+6, by+16, 12, "start", colorText, "normal", fmtRate(bar.v))
 		}
-		if r.base > 0 {
+		if r.base > 0 && r.target {
 			tx := x(0.9 * r.base)
 			c.f(`<line class="target" x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="2" stroke-dasharray="5 3"/>`+"\n", tx, y+20, tx, y+76, colorTarget)
 		}

@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -66,12 +67,20 @@ func TestSuiteQuick(t *testing.T) {
 			t.Errorf("no row for %s", name)
 		}
 	}
-	for _, res := range s.Reports[1].Results { // room-1000: open loop, --messages 300
+	byCase := func(name string) *Report {
+		t.Helper()
+		i := slices.Index(s.order, name)
+		if i < 0 {
+			t.Fatalf("no report for %s in %v", name, s.order)
+		}
+		return s.Reports[i]
+	}
+	for _, res := range byCase("room-1000").Results { // open loop, --messages 300
 		if res.Sent != 300 || res.Acked != 300 || res.Delivered != 300*20 {
 			t.Errorf("%s: sent %d, acked %d, delivered %d; want 300, 300 and 6000", res.Target, res.Sent, res.Acked, res.Delivered)
 		}
 	}
-	if l := s.Reports[4].Results[0].Log; l == nil || l.Commits == 0 || l.PerCommit < 1 || l.AckedPerSec <= 0 {
+	if l := byCase("log").Results[0].Log; l == nil || l.Commits == 0 || l.PerCommit < 1 || l.AckedPerSec <= 0 {
 		t.Errorf("log result %+v", l)
 	}
 
@@ -107,12 +116,13 @@ func TestSuiteQuick(t *testing.T) {
 	}
 
 	lat := parseSVG(t, filepath.Join(out, "latency.svg"))
-	// Two panels (room at a rate, dm) of five groups, a bar per target each.
-	if lat.bars["parley"] != 10 || lat.bars["baseline"] != 10 {
-		t.Errorf("latency.svg bars: %v, want 10 per target", lat.bars)
+	// Three panels (room at a rate, dm, dm-1) of five groups, a bar per
+	// target each.
+	if lat.bars["parley"] != 15 || lat.bars["baseline"] != 15 {
+		t.Errorf("latency.svg bars: %v, want 15 per target", lat.bars)
 	}
-	if lat.targets != 3 {
-		t.Errorf("latency.svg has %d target lines, want 3 (room p99, dm p99, dm ack p99)", lat.targets)
+	if lat.targets != 5 {
+		t.Errorf("latency.svg has %d target lines, want 5 (room p99, dm and dm-1 p99 and ack p99)", lat.targets)
 	}
 	for _, want := range []string{"p50", "p90", "p99", "p99.9", "ack p99", "Parley", "baseline", "target", "1 ms"} {
 		if !lat.texts[want] {
@@ -123,8 +133,9 @@ func TestSuiteQuick(t *testing.T) {
 		t.Error("latency.svg has no title")
 	}
 	tp := parseSVG(t, filepath.Join(out, "throughput.svg"))
-	if tp.bars["parley"] != 2 || tp.bars["baseline"] != 2 || tp.targets != 2 {
-		t.Errorf("throughput.svg: bars %v, %d target lines; want 2 of each", tp.bars, tp.targets)
+	// room-10000 is drawn without a target line.
+	if tp.bars["parley"] != 3 || tp.bars["baseline"] != 3 || tp.targets != 2 {
+		t.Errorf("throughput.svg: bars %v, %d target lines; want 3 bars per series and 2 target lines", tp.bars, tp.targets)
 	}
 }
 
