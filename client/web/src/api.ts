@@ -44,6 +44,17 @@ export function isNetwork(err: unknown): boolean {
   return (err.code === Code.Unknown || err.code === Code.Internal) && /fetch|network|load failed/i.test(err.rawMessage);
 }
 
+/**
+ * attemptError words what logging in, registering and confirming a password
+ * share: an unreachable server and too many attempts. Anything else is the
+ * caller's to word (undefined).
+ */
+export function attemptError(err: unknown): string | undefined {
+  if (isNetwork(err)) return "Can't reach the server. Check your connection and try again.";
+  if (codeOf(err) === Code.ResourceExhausted) return "Too many attempts. Wait a moment and try again.";
+  return undefined;
+}
+
 /** explain turns an error into a sentence a person can act on. */
 export function explain(err: unknown, what: string): string {
   if (isNetwork(err)) return `Can't reach the Parley server. Check your connection; ${what} will work again once it's back.`;

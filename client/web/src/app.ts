@@ -3,7 +3,7 @@
 // of them and reconnects by itself, the outbox, receipts, typing and
 // presence. The view (ui.ts) renders it and calls its methods; App calls
 // `changed` whenever something visible moved.
-import { Code, ConnectError, codeOf, explain, humane, isNetwork, makeClients, ms, tooLarge, type Clients } from "./api";
+import { Code, ConnectError, attemptError, codeOf, explain, humane, isNetwork, makeClients, ms, tooLarge, type Clients } from "./api";
 import { formatSize } from "./lib/format";
 import type { Conversation } from "../../../gen/ts/parley/v1/message_pb";
 import type { Message } from "../../../gen/ts/parley/v1/message_pb";
@@ -96,15 +96,12 @@ export function accountDeleted(user: string): string {
 
 /** deleteAccountError says why deleting the account did not happen. */
 export function deleteAccountError(err: unknown): string {
-  if (isNetwork(err)) return "Can't reach the server. Check your connection and try again.";
-  switch (codeOf(err)) {
-    case Code.Unauthenticated: {
-      // The server's own words, the same as a failed login's.
-      const msg = humane(err instanceof ConnectError ? err.rawMessage : "");
-      return msg ? (/[.!?]$/.test(msg) ? msg : `${msg}.`) : "Wrong password.";
-    }
-    case Code.ResourceExhausted:
-      return "Too many attempts. Wait a moment and try again.";
+  const shared = attemptError(err);
+  if (shared) return shared;
+  if (codeOf(err) === Code.Unauthenticated) {
+    // The server's own words, the same as a failed login's.
+    const msg = humane(err instanceof ConnectError ? err.rawMessage : "");
+    return msg ? (/[.!?]$/.test(msg) ? msg : `${msg}.`) : "Wrong password.";
   }
   return explain(err, "deleting the account");
 }

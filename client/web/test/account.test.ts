@@ -4,6 +4,7 @@
 import { afterEach, beforeEach, describe, expect, test, vi } from "vitest";
 import { App, accountDeleted, deleteAccountError, loadSession, saveSession, type Session } from "../src/app";
 import { Code, ConnectError } from "../src/api";
+import { loginError } from "../src/ui/login";
 
 const EXPIRED = "Your session has expired. Please log in again.";
 const WRONG = new ConnectError("unauthenticated: wrong username or password", Code.Unauthenticated);
@@ -98,5 +99,13 @@ describe("deleting the account", () => {
     expect(deleteAccountError(new TypeError("Failed to fetch"))).toMatch(/^Can't reach the server/);
     expect(deleteAccountError(new ConnectError("slow down", Code.ResourceExhausted))).toBe("Too many attempts. Wait a moment and try again.");
     expect(deleteAccountError(new ConnectError("", Code.Unimplemented))).toBe("This server doesn't support deleting the account yet.");
+  });
+
+  test("the login page and the delete dialog word shared failures alike", () => {
+    for (const err of [new TypeError("Failed to fetch"), new ConnectError("slow down", Code.ResourceExhausted)]) {
+      expect(loginError(err, "login")).toBe(deleteAccountError(err));
+    }
+    expect(loginError(new ConnectError("", Code.Unauthenticated), "login")).toBe("Wrong username or password.");
+    expect(loginError(new ConnectError("", Code.AlreadyExists), "register")).toMatch(/^That username is taken/);
   });
 });

@@ -1,5 +1,5 @@
 // The login and registration page.
-import { Code, ConnectError, explain, isNetwork, makeClients, ms } from "../api";
+import { Code, ConnectError, attemptError, explain, makeClients, ms } from "../api";
 import { saveSession, type Session } from "../app";
 import { h, icon } from "./dom";
 
@@ -91,7 +91,8 @@ export function loginView(onSession: (s: Session) => void, notice?: string): HTM
 }
 
 export function loginError(e: unknown, mode: "login" | "register"): string {
-  if (isNetwork(e)) return "Can't reach the server. Check your connection and try again.";
+  const shared = attemptError(e);
+  if (shared) return shared;
   if (e instanceof ConnectError) {
     switch (e.code) {
       case Code.Unauthenticated:
@@ -100,8 +101,6 @@ export function loginError(e: unknown, mode: "login" | "register"): string {
         return "That username is taken. Choose another, or log in.";
       case Code.InvalidArgument:
         return e.rawMessage || "Check the username and password.";
-      case Code.ResourceExhausted:
-        return "Too many attempts. Wait a moment and try again.";
     }
   }
   return explain(e, mode === "login" ? "logging in" : "creating the account");
