@@ -251,13 +251,21 @@ func (s *Store) openJournal() (uint64, error) {
 	return s.replayJournal()
 }
 
-// init creates the buckets, reads or creates the epoch and records that the
-// store is open, so that a crash before Close is seen on the next Open.
+// init creates the buckets (converting a file of an earlier layout: see
+// splitMembers), reads or creates the epoch and records that the store is
+// open, so that a crash before Close is seen on the next Open.
 func (s *Store) init(tx *bolt.Tx) error {
 	for _, b := range [][]byte{bucketMeta, bucketMsgs, bucketDedup, bucketUsers, bucketConvs, bucketUserConvs, bucketReceipts, bucketLastSeen} {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 			return err
 		}
+	}
+	n, err := splitMembers(tx)
+	if err != nil {
+		return fmt.Errorf("move conversation members to their own keys: %w", err)
+	}
+	if n > 0 {
+		s.opts.logger.Info("store: moving conversation members to their own keys", "conversations", n)
 	}
 	meta := tx.Bucket(bucketMeta)
 	if e := meta.Get(keyEpoch); e != nil {
