@@ -357,8 +357,13 @@ func (s *Service) notify(c store.Conversation, posts []post, streams, hook bool)
 	if !hook || s.opts.webhook == nil {
 		return
 	}
+	// offline is in member order, sorted. Posts share it; a copy is made
+	// only for a post whose sender has no stream either.
 	for _, p := range posts {
-		to := slices.DeleteFunc(slices.Clone(offline), func(m string) bool { return m == p.sender })
+		to := offline
+		if i, found := slices.BinarySearch(offline, p.sender); found {
+			to = slices.Delete(slices.Clone(offline), i, i+1)
+		}
 		if len(to) > 0 {
 			s.opts.webhook(to, c.ID, p.res.Seq, p.sender, previewOf(p.body), p.res.SentAt)
 		}

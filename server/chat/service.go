@@ -84,7 +84,8 @@ type options struct {
 }
 
 // WebhookFunc is told about a post for members who have no live stream. It
-// must not block: delivery does not wait for it.
+// must not block: delivery does not wait for it. users may be shared with
+// other calls: it may keep it but must not change it.
 type WebhookFunc func(users []string, conv string, seq uint64, sender, preview string, sentAt time.Time)
 
 // Option configures New.
