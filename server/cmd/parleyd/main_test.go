@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -52,6 +53,9 @@ type proc struct {
 // logs, when set, receives every parleyd's log after its serving line.
 var logs io.Writer
 
+// keptLines is how much of each parleyd's log a failed test shows.
+const keptLines = 200
+
 var servingRE = regexp.MustCompile(`msg="parleyd serving" addr=(\S+)`)
 
 // startParleyd starts parleyd with args on a free loopback port and waits until it
@@ -72,32 +76,48 @@ func startParleyd(t *testing.T, args ...string) *proc {
 		sink = logs
 	}
 	addr := make(chan string, 1)
-	var early []string // what parleyd said before serving, for the failure message
-	var earlyMu sync.Mutex
+	// The last lines parleyd said: before serving, for the failure
+	// message; and for a test that fails once in many runs, what each
+	// node said up to the failure.
+	var said []string
+	var saidMu sync.Mutex
 	go func() {
 		sc := bufio.NewScanner(stderr)
+		serving := false
 		for sc.Scan() {
-			if m := servingRE.FindStringSubmatch(sc.Text()); m != nil {
-				addr <- m[1]
-				break
+			line := sc.Text()
+			if !serving {
+				if m := servingRE.FindStringSubmatch(line); m != nil {
+					addr <- m[1]
+					serving = true
+				}
+			} else {
+				fmt.Fprintln(sink, line)
 			}
-			earlyMu.Lock()
-			early = append(early, sc.Text())
-			earlyMu.Unlock()
+			saidMu.Lock()
+			if said = append(said, line); len(said) > 2*keptLines {
+				said = slices.Clone(said[len(said)-keptLines:])
+			}
+			saidMu.Unlock()
 		}
-		io.Copy(sink, stderr)
 		p.exited <- cmd.Wait()
 	}()
 	t.Cleanup(func() {
 		cmd.Process.Kill()
 		<-p.exited
+		if t.Failed() {
+			saidMu.Lock()
+			defer saidMu.Unlock()
+			t.Logf("parleyd %s, its last lines:\n%s", p.addr, strings.Join(said[max(len(said)-keptLines, 0):], "\n"))
+		}
 	})
 	select {
 	case p.addr = <-addr:
 	case err := <-p.exited:
-		earlyMu.Lock()
-		defer earlyMu.Unlock()
-		t.Fatalf("parleyd exited before serving: %v\n%s", err, strings.Join(early, "\n"))
+		p.exited <- err // for the cleanup
+		saidMu.Lock()
+		defer saidMu.Unlock()
+		t.Fatalf("parleyd exited before serving: %v\n%s", err, strings.Join(said, "\n"))
 	case <-time.After(30 * time.Second):
 		t.Fatal("parleyd did not start within 30s")
 	}
