@@ -9,7 +9,9 @@ package natstest
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -51,50 +53,25 @@ type Node struct {
 	conf    string
 	monitor string // http://127.0.0.1:port
 
-	mu  sync.Mutex
-	cmd *exec.Cmd
-	log *os.File
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	log    *os.File
+	exited chan struct{} // closed when the process of this run has exited
 }
 
 // Start runs a cluster and waits until JetStream answers on every node.
+//
+// Ports are chosen below the kernel's ephemeral range (see FreePorts), and
+// a cluster whose node still finds its port taken at start, by a process
+// that bound it between the choice and the start, is started again on
+// fresh ports: a port race is the machine's, not the code under test's.
 func Start(t testing.TB, opts Options) *Cluster {
 	t.Helper()
 	if opts.Nodes <= 0 {
 		opts.Nodes = 3
 	}
 	bin := Binary(t)
-	ports := freePorts(t, 3*opts.Nodes)
 	c := &Cluster{t: t}
-	var routes []string
-	for i := range opts.Nodes {
-		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", ports[3*i+1]))
-	}
-	for i := range opts.Nodes {
-		dir := t.TempDir()
-		n := &Node{
-			Name:    fmt.Sprintf("n%d", i+1),
-			URL:     fmt.Sprintf("nats://127.0.0.1:%d", ports[3*i]),
-			t:       t,
-			bin:     bin,
-			dir:     dir,
-			conf:    filepath.Join(dir, "nats.conf"),
-			monitor: fmt.Sprintf("http://127.0.0.1:%d", ports[3*i+2]),
-		}
-		var b strings.Builder
-		fmt.Fprintf(&b, "server_name: %s\nlisten: 127.0.0.1:%d\nhttp: 127.0.0.1:%d\n", n.Name, ports[3*i], ports[3*i+2])
-		fmt.Fprintf(&b, "jetstream {\n  store_dir: %q\n", filepath.Join(dir, "js"))
-		if opts.SyncAlways {
-			b.WriteString("  sync_interval: always\n")
-		}
-		b.WriteString("}\n")
-		if opts.Nodes > 1 {
-			fmt.Fprintf(&b, "cluster {\n  name: parley\n  listen: 127.0.0.1:%d\n  routes: [%s]\n}\n", ports[3*i+1], strings.Join(routes, ", "))
-		}
-		if err := os.WriteFile(n.conf, []byte(b.String()), 0o600); err != nil {
-			t.Fatalf("natstest: %v", err)
-		}
-		c.Nodes = append(c.Nodes, n)
-	}
 	t.Cleanup(c.Stop)
 	t.Cleanup(func() {
 		// A failed test shows what the servers said, for failures that
@@ -105,13 +82,71 @@ func Start(t testing.TB, opts Options) *Cluster {
 			}
 		}
 	})
-	for _, n := range c.Nodes {
-		n.Start()
+	const tries = 3
+	for try := 1; ; try++ {
+		c.Nodes = c.Nodes[:0]
+		ports := FreePorts(t, 3*opts.Nodes)
+		var routes []string
+		for i := range opts.Nodes {
+			routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", ports[3*i+1]))
+		}
+		for i := range opts.Nodes {
+			dir := t.TempDir()
+			n := &Node{
+				Name:    fmt.Sprintf("n%d", i+1),
+				URL:     fmt.Sprintf("nats://127.0.0.1:%d", ports[3*i]),
+				t:       t,
+				bin:     bin,
+				dir:     dir,
+				conf:    filepath.Join(dir, "nats.conf"),
+				monitor: fmt.Sprintf("http://127.0.0.1:%d", ports[3*i+2]),
+			}
+			var b strings.Builder
+			fmt.Fprintf(&b, "server_name: %s\nlisten: 127.0.0.1:%d\nhttp: 127.0.0.1:%d\n", n.Name, ports[3*i], ports[3*i+2])
+			fmt.Fprintf(&b, "jetstream {\n  store_dir: %q\n", filepath.Join(dir, "js"))
+			if opts.SyncAlways {
+				b.WriteString("  sync_interval: always\n")
+			}
+			b.WriteString("}\n")
+			if opts.Nodes > 1 {
+				fmt.Fprintf(&b, "cluster {\n  name: parley\n  listen: 127.0.0.1:%d\n  routes: [%s]\n}\n", ports[3*i+1], strings.Join(routes, ", "))
+			}
+			if err := os.WriteFile(n.conf, []byte(b.String()), 0o600); err != nil {
+				t.Fatalf("natstest: %v", err)
+			}
+			c.Nodes = append(c.Nodes, n)
+		}
+		for _, n := range c.Nodes {
+			n.Start()
+		}
+		err := c.waitReady()
+		if err == nil {
+			return c
+		}
+		if !errors.Is(err, errPortTaken) || try == tries {
+			t.Fatalf("natstest: %v", err)
+		}
+		t.Logf("natstest: %v; starting again on other ports", err)
+		c.Stop()
 	}
+}
+
+// waitReady waits for every node at once and returns the first error: a
+// node that exits at start must not leave the others waiting out their
+// time for it.
+func (c *Cluster) waitReady() error {
+	stop := make(chan struct{})
+	defer close(stop)
+	errs := make(chan error, len(c.Nodes))
 	for _, n := range c.Nodes {
-		n.WaitReady()
+		go func() { errs <- n.waitReady(stop) }()
 	}
-	return c
+	for range c.Nodes {
+		if err := <-errs; err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // URL is every node's client URL, comma-separated, as nats.Connect and
@@ -150,13 +185,33 @@ func (n *Node) Start() {
 		log.Close()
 		n.t.Fatalf("natstest: start %s: %v", n.Name, err)
 	}
-	n.cmd, n.log = cmd, log
+	exited := make(chan struct{})
+	// The only Wait of this run: signal and waitReady learn of the exit
+	// from exited.
+	go func() { _ = cmd.Wait(); close(exited) }()
+	n.cmd, n.log, n.exited = cmd, log, exited
 }
 
 // WaitReady waits until the node reports JetStream healthy (it has a meta
-// leader and is current), failing the test after 30 s with its log.
+// leader and is current), failing the test with its log if the process
+// exits first or after 30 s.
 func (n *Node) WaitReady() {
 	n.t.Helper()
+	if err := n.waitReady(nil); err != nil {
+		n.t.Fatalf("natstest: %v", err)
+	}
+}
+
+// errPortTaken is a node that exited because one of its ports was bound by
+// another process.
+var errPortTaken = errors.New("port taken")
+
+// waitReady is WaitReady returning its error, or nil early once stop is
+// closed.
+func (n *Node) waitReady(stop <-chan struct{}) error {
+	n.mu.Lock()
+	exited := n.exited
+	n.mu.Unlock()
 	deadline := time.Now().Add(30 * time.Second)
 	hc := &http.Client{Timeout: time.Second}
 	for {
@@ -164,11 +219,22 @@ func (n *Node) WaitReady() {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return
+				return nil
 			}
 		}
+		select {
+		case <-exited:
+			log := n.Log()
+			if strings.Contains(log, "address already in use") {
+				return fmt.Errorf("%s exited at start: %w\n%s", n.Name, errPortTaken, log)
+			}
+			return fmt.Errorf("%s exited before it was ready\n%s", n.Name, log)
+		case <-stop:
+			return nil
+		default:
+		}
 		if time.Now().After(deadline) {
-			n.t.Fatalf("natstest: %s not ready after 30 s (last: %v)\n%s", n.Name, err, n.Log())
+			return fmt.Errorf("%s not ready after 30 s (last: %v)\n%s", n.Name, err, n.Log())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -187,16 +253,14 @@ func (n *Node) signal(sig syscall.Signal) {
 		return
 	}
 	_ = n.cmd.Process.Signal(sig)
-	done := make(chan struct{})
-	go func() { _ = n.cmd.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-n.exited:
 	case <-time.After(15 * time.Second):
 		_ = n.cmd.Process.Kill()
-		<-done
+		<-n.exited
 	}
 	n.log.Close()
-	n.cmd, n.log = nil, nil
+	n.cmd, n.log, n.exited = nil, nil, nil
 }
 
 // Log returns the node's log so far (stdout and stderr of every run).
@@ -237,21 +301,57 @@ func Binary(t testing.TB) string {
 	}
 }
 
-// freePorts reserves n distinct loopback ports and releases them for the
-// nodes to bind. Holding all listeners until the end keeps the n distinct.
-func freePorts(t testing.TB, n int) []int {
+// FreePorts returns n distinct loopback ports that were free a moment ago,
+// for processes that must bind them, and bind them again after a restart.
+//
+// They are chosen at random below the kernel's ephemeral range, where a
+// port is never handed out for an outgoing connection or a listen on port
+// 0: the many connections and :0 listeners of tests running alongside
+// cannot take them between the choice and the bind, or while a node is
+// down. Each is checked free by a listen held until all n are found.
+func FreePorts(t testing.TB, n int) []int {
 	t.Helper()
-	ports := make([]int, n)
-	ls := make([]net.Listener, n)
-	for i := range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("natstest: %v", err)
+	lo, hi := fixedRange()
+	ports := make([]int, 0, n)
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
 		}
-		ls[i], ports[i] = l, l.Addr().(*net.TCPAddr).Port
-	}
-	for _, l := range ls {
-		l.Close()
+	}()
+	for tries := 0; len(ports) < n; tries++ {
+		if tries > 100*n {
+			t.Fatalf("natstest: no %d free ports in %d-%d", n, lo, hi)
+		}
+		p := lo + rand.IntN(hi-lo)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue
+		}
+		ls = append(ls, l)
+		ports = append(ports, p)
 	}
 	return ports
+}
+
+// fixedRange is the span of ports FreePorts picks from: up to the start of
+// the ephemeral range, which Linux states in ip_local_port_range.
+func fixedRange() (lo, hi int) {
+	lo, hi = 10000, 32768
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return lo, hi
+	}
+	var first, last int
+	if _, err := fmt.Sscan(string(b), &first, &last); err != nil {
+		return lo, hi
+	}
+	switch {
+	case first > lo+1000:
+		hi = first
+	case last < 60000:
+		// An ephemeral range starting low: pick above it.
+		lo, hi = last+1, 65535
+	}
+	return lo, hi
 }

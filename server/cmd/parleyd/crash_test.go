@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -18,20 +17,18 @@ import (
 
 	"github.com/parleychat/parley/client"
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
+	"github.com/parleychat/parley/server/natstest"
 )
 
 var crashRounds = flag.Int("crash-rounds", 10, "kill -9 rounds of TestCrashLosesNothingAcked (make torture runs 200)")
 
 // freeAddr finds a loopback port that parleyd can take across restarts, so
-// that clients reconnect to the same address.
+// that clients reconnect to the same address. It is outside the ephemeral
+// range, where no test's outgoing connection can take it while parleyd is
+// down.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return fmt.Sprintf("127.0.0.1:%d", natstest.FreePorts(t, 1)[0])
 }
 
 // kill stops parleyd the hard way: no flush, no clean mark.
