@@ -71,6 +71,9 @@ func Start(t testing.TB, opts Options) *Cluster {
 		opts.Nodes = 3
 	}
 	bin := Binary(t)
+	// Made before the cleanups below so that it is removed after them:
+	// they stop the nodes and read their logs from it.
+	base := t.TempDir()
 	c := &Cluster{t: t}
 	t.Cleanup(c.Stop)
 	t.Cleanup(func() {
@@ -91,7 +94,10 @@ func Start(t testing.TB, opts Options) *Cluster {
 			routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", ports[3*i+1]))
 		}
 		for i := range opts.Nodes {
-			dir := t.TempDir()
+			dir := filepath.Join(base, fmt.Sprintf("try%d-n%d", try, i+1))
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				t.Fatalf("natstest: %v", err)
+			}
 			n := &Node{
 				Name:    fmt.Sprintf("n%d", i+1),
 				URL:     fmt.Sprintf("nats://127.0.0.1:%d", ports[3*i]),
