@@ -173,13 +173,17 @@ func (s *Store) journaler(last uint64, opened time.Time) {
 		var deadline <-chan time.Time
 		// Wait for more only while appends come faster than one a flush
 		// interval: a message after a quiet spell is committed at once.
-		if s.opts.flushInterval > 0 && s.opts.now().Sub(lastEnd) < s.opts.flushInterval {
-			if timer == nil {
-				timer = time.NewTimer(s.opts.flushInterval)
-			} else {
-				timer.Reset(s.opts.flushInterval)
+		// The wait counts from when the first message came, so one that
+		// queued through the last commit goes with the next at once.
+		if now := s.opts.now(); s.opts.flushInterval > 0 && now.Sub(lastEnd) < s.opts.flushInterval {
+			if wait := j.at.Add(s.opts.flushInterval).Sub(now); wait > 0 {
+				if timer == nil {
+					timer = time.NewTimer(wait)
+				} else {
+					timer.Reset(wait)
+				}
+				deadline = timer.C
 			}
-			deadline = timer.C
 		}
 		closed := false
 	fill:

@@ -390,3 +390,39 @@ func TestFlushIntervalWaitsOnlyUnderLoad(t *testing.T) {
 		acked(appendAsync(s, seq), fmt.Sprintf("message %d after a quiet spell", seq))
 	}
 }
+
+// The wait for company counts from when a message was appended: one that
+// already waited an interval in the queue (here, by a clock that stamps it
+// two hours back) is committed at once although the last commit ended a
+// moment ago.
+func TestFlushIntervalCountsFromAppend(t *testing.T) {
+	var mu sync.Mutex
+	clock := time.Now()
+	backdate := false
+	now := func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		if backdate {
+			// The journaler reads the clock only once it holds a
+			// message, so this first read is Append's stamp.
+			backdate = false
+			return clock.Add(-2 * time.Hour)
+		}
+		return clock
+	}
+	s := open(t, t.TempDir(), WithFlushInterval(time.Hour), func(o *options) { o.now = now })
+	defer s.Close()
+	mu.Lock()
+	backdate = true
+	mu.Unlock()
+	done := make(chan error, 1)
+	s.Append(Entry{Conv: "c", Seq: 1, Data: []byte("x")}, func(err error) { done <- err })
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a message stamped past its interval waited for more")
+	}
+}

@@ -49,7 +49,7 @@ type DedupRecord struct {
 // blocks only while the journal's queue is full; after Close it calls
 // done(ErrClosed) at once.
 func (s *Store) Append(e Entry, done func(error)) {
-	if err := s.enqueue(job{entry: &e, onDone: done}); err != nil {
+	if err := s.enqueue(job{entry: &e, onDone: done, at: s.opts.now()}); err != nil {
 		done(err)
 	}
 }
