@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -90,8 +92,27 @@ func TestClusterNodeKilledUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ss.Close()
+	// What the sender's session went through, for a failure seen once in
+	// many runs: its connection states and refusals, with times.
+	var trail struct {
+		sync.Mutex
+		lines []string
+	}
+	note := func(format string, args ...any) {
+		trail.Lock()
+		defer trail.Unlock()
+		if len(trail.lines) < 200 {
+			trail.lines = append(trail.lines, time.Now().Format("15:04:05.000 ")+fmt.Sprintf(format, args...))
+		}
+	}
 	go func() {
-		for range ss.Events() {
+		for ev := range ss.Events() {
+			switch e := ev.(type) {
+			case client.StateEvent:
+				note("state %s attempt %d err %v", e.State, e.Attempt, e.Err)
+			case client.ErrorEvent:
+				note("error frame %s %s: %v", e.Frame.GetFrame(), e.Frame.GetClientMessageId(), e.Err)
+			}
 		}
 	}()
 
@@ -99,6 +120,7 @@ func TestClusterNodeKilledUnderLoad(t *testing.T) {
 	results := make([]<-chan client.SendResult, 0, total)
 	for i := range total {
 		if i == total/3 {
+			note("kill node 1 (%s)", procs[0].addr)
 			procs[0].kill(t)
 		}
 		_, res, err := ss.SendAsync(ctx, conv, fmt.Sprintf("m%03d", i))
@@ -124,8 +146,11 @@ func TestClusterNodeKilledUnderLoad(t *testing.T) {
 				default:
 				}
 			}
-			t.Fatalf("send %d never answered (node killed before send %d); of the %d after it, %d were answered, the first %v",
-				i, total/3, len(results)-i-1, len(later), later[:min(len(later), 10)])
+			trail.Lock()
+			events := strings.Join(trail.lines, "\n")
+			trail.Unlock()
+			t.Fatalf("send %d never answered (node killed before send %d); of the %d after it, %d were answered, the first %v; the sender's session:\n%s",
+				i, total/3, len(results)-i-1, len(later), later[:min(len(later), 10)], events)
 		}
 	}
 
