@@ -79,10 +79,10 @@ func WithBatchSize(n int) Option { return func(o *options) { o.batchSize = n } }
 // the last commit ended less than that long ago (appends come faster than
 // one an interval); a message after a quiet spell is committed at once. A
 // message that already waited out a commit in the queue does not wait
-// again: its wait for company is never more than the interval. The store counts as
-// just committed when it opens. Fewer, bigger commits under load spend
-// less CPU on fsync (on the dm benchmark at 10,000 msg/s, 2 ms made a
-// third as many commits and took ack p50 from ~7 to ~5 ms). Zero (the
+// again: its wait for company is never more than the interval. The store
+// counts as just committed when it opens. Fewer, bigger commits under load
+// spend less CPU on fsync (on the dm benchmark at 10,000 msg/s, 2 ms made
+// a third as many commits and took ack p50 from ~7 to ~5 ms). Zero (the
 // default) commits as soon as the queue is empty, which still batches
 // whatever arrived during the previous fsync.
 func WithFlushInterval(d time.Duration) Option { return func(o *options) { o.flushInterval = d } }
