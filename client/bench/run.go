@@ -408,14 +408,19 @@ func (s *sender) schedule(ctx context.Context, first time.Time, rate float64, en
 	}
 	interval := float64(time.Second) / rate
 	timer := time.NewTimer(time.Hour)
-	timer.Stop()
+	defer timer.Stop()
 	for i := 0; ; i++ {
 		due := first.Add(time.Duration(float64(i) * interval))
 		if !due.Before(end) || (limit != 0 && n >= limit) {
 			return
 		}
-		if !sleepUntil(ctx, due, timer) {
-			return
+		if d := time.Until(due); d > 0 {
+			timer.Reset(d)
+			select {
+			case <-timer.C:
+			case <-ctx.Done():
+				return
+			}
 		}
 		if !s.enqueue(ctx, outMsg{n: n, ts: due.UnixNano()}) {
 			return
