@@ -3,10 +3,13 @@
 package server
 
 import (
+	"bytes"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 
@@ -38,7 +41,11 @@ func TestDiskFullRefusesAcksAndRecovers(t *testing.T) {
 	if err := os.WriteFile(ballast, make([]byte, 2<<20), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	n := start(t, filepath.Join(disk, "data"), func(c *Config) { c.MaxBody = 64 << 10 })
+	var logs lockedLog
+	n := start(t, filepath.Join(disk, "data"), func(c *Config) {
+		c.MaxBody = 64 << 10
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
 	alice, bob := register(t, n, "alice"), register(t, n, "bob")
 	conv := room(t, alice, "full", bob)
 
@@ -67,6 +74,11 @@ func TestDiskFullRefusesAcksAndRecovers(t *testing.T) {
 	}
 	if len(refused) == 0 {
 		t.Fatalf("the disk never filled after %d messages", len(acked))
+	}
+	// The node says so in its log, naming what was refused.
+	want := fmt.Sprintf("conv=%s client_message_id=%s", conv, refused[0])
+	if l := logs.String(); !strings.Contains(l, `msg="chat: message not stored"`) || !strings.Contains(l, want) {
+		t.Errorf("the log does not name the refused message (%s):\n%s", want, l)
 	}
 
 	// Reads and subscriptions still work while the disk is full.
@@ -132,4 +144,22 @@ func historyAll(t *testing.T, u *user, conv string) []*parleyv1.Message {
 			return all
 		}
 	}
+}
+
+// lockedLog is a log sink the server's goroutines may share.
+type lockedLog struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
 }

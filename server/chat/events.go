@@ -438,7 +438,7 @@ func deleteMessage(r *parleyv1.DeleteMessageRequest) router.Message {
 
 // EditMessage implements parleyv1.ChatServiceServer.
 func (s *Service) EditMessage(ctx context.Context, req *parleyv1.EditMessageRequest) (*parleyv1.EditMessageResponse, error) {
-	ack, err := s.waitDurable(ctx, req.GetClientMessageId(), func(ack router.AckFunc) error {
+	ack, err := s.waitDurable(ctx, req.GetConversationId(), req.GetClientMessageId(), func(ack router.AckFunc) error {
 		return s.change(ctx, auth.UserID(ctx), editMessage(req), ack)
 	})
 	if err != nil {
@@ -449,7 +449,7 @@ func (s *Service) EditMessage(ctx context.Context, req *parleyv1.EditMessageRequ
 
 // DeleteMessage implements parleyv1.ChatServiceServer.
 func (s *Service) DeleteMessage(ctx context.Context, req *parleyv1.DeleteMessageRequest) (*parleyv1.DeleteMessageResponse, error) {
-	ack, err := s.waitDurable(ctx, req.GetClientMessageId(), func(ack router.AckFunc) error {
+	ack, err := s.waitDurable(ctx, req.GetConversationId(), req.GetClientMessageId(), func(ack router.AckFunc) error {
 		return s.change(ctx, auth.UserID(ctx), deleteMessage(req), ack)
 	})
 	if err != nil {

@@ -58,7 +58,7 @@ func (s *Service) rateError() error {
 
 // waitDurable publishes through pub and waits for the ack: the unary RPCs
 // answer only once the message is on disk.
-func (s *Service) waitDurable(ctx context.Context, clientMsgID string, pub func(router.AckFunc) error) (*parleyv1.SendResponse, error) {
+func (s *Service) waitDurable(ctx context.Context, conv, clientMsgID string, pub func(router.AckFunc) error) (*parleyv1.SendResponse, error) {
 	type outcome struct {
 		res router.Result
 		err error
@@ -70,7 +70,7 @@ func (s *Service) waitDurable(ctx context.Context, clientMsgID string, pub func(
 	select {
 	case o := <-done:
 		if o.err != nil {
-			return nil, toStatus(notStored(o.err))
+			return nil, toStatus(s.notStored(auth.UserID(ctx), conv, clientMsgID, o.err))
 		}
 		return sendResponse(clientMsgID, o.res), nil
 	case <-ctx.Done():
@@ -91,15 +91,19 @@ func sendResponse(clientMsgID string, res router.Result) *parleyv1.SendResponse 
 }
 
 // notStored is the error for a message whose commit failed: it may have been
-// delivered, but it is not acknowledged, so the sender must resend it.
-func notStored(err error) error {
+// delivered, but it is not acknowledged, so the sender must resend it. It
+// logs the failure: the client only sees UNAVAILABLE and resends, so
+// without a line here a node refusing every write (a cluster log that
+// cannot reach its stream, say) looks idle in its log.
+func (s *Service) notStored(user, conv, clientMsgID string, err error) error {
+	s.opts.logger.Warn("chat: message not stored", "user", user, "conv", conv, "client_message_id", clientMsgID, "err", err)
 	return fmt.Errorf("%w: message not stored (%v); resend it with the same client_message_id", errUnavailable, err)
 }
 
 // Send implements parleyv1.ChatServiceServer. It returns once the message is
 // durable.
 func (s *Service) Send(ctx context.Context, req *parleyv1.SendRequest) (*parleyv1.SendResponse, error) {
-	return s.waitDurable(ctx, req.GetClientMessageId(), func(ack router.AckFunc) error {
+	return s.waitDurable(ctx, req.GetConversationId(), req.GetClientMessageId(), func(ack router.AckFunc) error {
 		return s.publish(ctx, auth.UserID(ctx), req, ack)
 	})
 }
