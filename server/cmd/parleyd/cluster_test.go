@@ -24,7 +24,8 @@ func startClusterProcs(t *testing.T) (*natstest.Cluster, []*proc) {
 	c := natstest.Start(t, natstest.Options{})
 	var procs []*proc
 	for i := range 3 {
-		procs = append(procs, startParleyd(t, "--data-dir", t.TempDir(), "--send-rate", "0",
+		// --pprof: a failed test logs each live node's goroutines.
+		procs = append(procs, startParleyd(t, "--data-dir", t.TempDir(), "--send-rate", "0", "--pprof",
 			"--nats", c.Nodes[i].URL+","+c.URL()))
 	}
 	return c, procs

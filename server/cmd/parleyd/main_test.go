@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -103,6 +104,9 @@ func startParleyd(t *testing.T, args ...string) *proc {
 		p.exited <- cmd.Wait()
 	}()
 	t.Cleanup(func() {
+		if t.Failed() {
+			p.logGoroutines(t)
+		}
 		cmd.Process.Kill()
 		<-p.exited
 		if t.Failed() {
@@ -122,6 +126,34 @@ func startParleyd(t *testing.T, args ...string) *proc {
 		t.Fatal("parleyd did not start within 30s")
 	}
 	return p
+}
+
+// logGoroutines logs the goroutines of a parleyd started with --pprof and
+// still alive, for a test that failed: what a node waits on is what its
+// log cannot say.
+func (p *proc) logGoroutines(t *testing.T) {
+	if p.addr == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.addr+"/debug/pprof/goroutine?debug=2", nil)
+	if err != nil {
+		return
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return // killed by the test, or not answering: the log lines follow
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return // started without --pprof
+	}
+	dump, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return
+	}
+	t.Logf("parleyd %s, its goroutines:\n%s", p.addr, dump)
 }
 
 // stop sends SIGTERM and returns the exit error.
