@@ -143,15 +143,30 @@ func (s *Session) write(ctx context.Context, cancel context.CancelCauseFunc, str
 	defer pongTimer.Stop()
 
 	send := func(req *parleyv1.ChatRequest) bool {
-		if err := stream.Send(req); err != nil {
-			// io.EOF means the stream is over and Recv has the status;
-			// anything else is ours to report.
-			if !errors.Is(err, io.EOF) {
-				cancel(fmt.Errorf("write chat frame: %w", err))
+		err := stream.Send(req)
+		switch {
+		case err == nil:
+			return true
+		case errors.Is(err, io.EOF):
+			// The stream is over and Recv has the status: let the reader
+			// report it. But a writer gone while the stream stays open
+			// would leave every later frame unsent and no ping to notice,
+			// and Recv can block on after such an EOF (grpc/grpc-go#4691),
+			// so if Recv has not ended the stream within a pong's wait,
+			// the writer does.
+			t := time.NewTimer(s.cfg.pingTimeout)
+			defer t.Stop()
+			select {
+			case <-ctx.Done():
+			case <-s.closing:
+				cancel(ErrStreamEnded)
+			case <-t.C:
+				cancel(fmt.Errorf("write chat frame: %w, yet the stream did not end within %s", err, s.cfg.pingTimeout))
 			}
-			return false
+		default:
+			cancel(fmt.Errorf("write chat frame: %w", err))
 		}
-		return true
+		return false
 	}
 	ping := func() bool {
 		s.mu.Lock()
