@@ -7,7 +7,6 @@ package client_test
 // slow-consumer cut-off, a real change of log.
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -27,6 +26,7 @@ import (
 
 	"github.com/parleychat/parley/client"
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
+	"github.com/parleychat/parley/internal/syncbuf"
 	"github.com/parleychat/parley/server"
 	"github.com/parleychat/parley/server/servertest"
 	"github.com/parleychat/parley/server/store"
@@ -114,25 +114,6 @@ func diffMessages(got, want []*parleyv1.Message) string {
 		}
 	}
 	return ""
-}
-
-// syncBuffer is a bytes.Buffer for a server's log, written by its
-// goroutines and read by the test.
-type syncBuffer struct {
-	mu sync.Mutex // protects b
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // wiretap records every frame of every Chat stream a Client opens, so that
@@ -573,7 +554,7 @@ func TestE2ESlowConsumer(t *testing.T) {
 // altogether is really disconnected, not only marked as cut, so that it
 // holds nothing on the server and does not hold up its shutdown.
 func TestE2EStuckConsumerIsCut(t *testing.T) {
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	n := servertest.Start(t, "", func(c *server.Config) {
 		c.Queue = 16
 		c.ShutdownTimeout = 5 * time.Second

@@ -3,13 +3,11 @@
 package server
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 
@@ -17,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
+	"github.com/parleychat/parley/internal/syncbuf"
 )
 
 // smallDisk mounts a tmpfs of size bytes for the test, or skips the test
@@ -41,7 +40,7 @@ func TestDiskFullRefusesAcksAndRecovers(t *testing.T) {
 	if err := os.WriteFile(ballast, make([]byte, 2<<20), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var logs lockedLog
+	var logs syncbuf.Buffer
 	n := start(t, filepath.Join(disk, "data"), func(c *Config) {
 		c.MaxBody = 64 << 10
 		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
@@ -144,22 +143,4 @@ func historyAll(t *testing.T, u *user, conv string) []*parleyv1.Message {
 			return all
 		}
 	}
-}
-
-// lockedLog is a log sink the server's goroutines may share.
-type lockedLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }

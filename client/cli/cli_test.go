@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -10,13 +9,14 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/parleychat/parley/internal/syncbuf"
 )
 
 // The server that the end-to-end tests start pulls in the grpc-web wrapper,
@@ -32,25 +32,6 @@ func testCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-// syncBuffer is a bytes.Buffer that listen's goroutines and the test can
-// share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type result struct {
 	code           int
 	stdout, stderr string
@@ -58,7 +39,7 @@ type result struct {
 
 // run runs the command line with env as the whole environment.
 func run(ctx context.Context, env map[string]string, stdin string, args ...string) result {
-	var out, errOut syncBuffer
+	var out, errOut syncbuf.Buffer
 	code := Run(ctx, args, Env{
 		Stdin:  strings.NewReader(stdin),
 		Stdout: &out,

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/client/internal/fakeserver"
+	"github.com/parleychat/parley/internal/syncbuf"
 )
 
 // user is one person at the command line: their own config directory and
@@ -191,7 +192,7 @@ func TestListen(t *testing.T) {
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx, cancel := context.WithCancel(testCtx(t))
-			var out, errOut syncBuffer
+			var out, errOut syncbuf.Buffer
 			done := make(chan int)
 			go func() {
 				done <- Run(ctx, tt.args, Env{Stdout: &out, Stderr: &errOut, Getenv: func(k string) string { return bob.env[k] }})
@@ -228,7 +229,7 @@ func TestChat(t *testing.T) {
 	bob.ok("send", "room:lobby", "earlier")
 
 	stdin, typing := io.Pipe()
-	var out, errOut syncBuffer
+	var out, errOut syncbuf.Buffer
 	done := make(chan int)
 	go func() {
 		done <- Run(testCtx(t), []string{"chat", "room:lobby", "--last", "5"},

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/client"
+	"github.com/parleychat/parley/internal/syncbuf"
 	"github.com/parleychat/parley/server"
 	"github.com/parleychat/parley/server/servertest"
 )
@@ -30,7 +31,7 @@ type running struct {
 	cancel      context.CancelFunc
 	done        chan struct{}
 	code        int
-	out, errOut syncBuffer
+	out, errOut syncbuf.Buffer
 }
 
 // start runs a command in the background until stop or the end of the test.

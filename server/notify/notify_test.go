@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/parleychat/parley/internal/syncbuf"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -287,29 +289,11 @@ func TestStatusHandling(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink that tests read while workers write.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func TestRefusalLogged(t *testing.T) {
 	h := newHook(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "unknown recipient", http.StatusBadRequest)
 	})
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	n := newNotifier(t, h.srv.URL, WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	n.Notify(testEvent)
 	waitFor(t, "the refusal", settled(n, 1))
