@@ -18,7 +18,8 @@ import (
 // the receipts, typing, presence and notifications the server reports.
 //
 // When the stream breaks (network failure, server restart, UNAVAILABLE on
-// shutdown, RESOURCE_EXHAUSTED for a slow consumer, a missed pong) the
+// shutdown, RESOURCE_EXHAUSTED for a slow consumer, a missed pong, a send
+// refused as if the stream were over while it stays open) the
 // Session waits a backoff with full jitter and opens a new one. There it
 // resubscribes every conversation from the last seq it delivered, with the
 // epoch of the last Subscribed, resends every unacknowledged send, edit and
