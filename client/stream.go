@@ -151,7 +151,7 @@ func (s *Session) write(ctx context.Context, cancel context.CancelCauseFunc, str
 			// The stream is over and Recv has the status: let the reader
 			// report it. But a writer gone while the stream stays open
 			// would leave every later frame unsent and no ping to notice,
-			// and Recv can block on after such an EOF (grpc/grpc-go#4691),
+			// and Recv may block for good after such an EOF (grpc/grpc-go#4691),
 			// so if Recv has not ended the stream within a pong's wait,
 			// the writer does.
 			t := time.NewTimer(s.cfg.pingTimeout)
