@@ -174,9 +174,9 @@ func (s *State) SigningKey(ctx context.Context) ([]byte, error) {
 	rand.Read(fresh)
 	var key []byte
 	err := retry(ctx, s.opts.attempt, func(ctx context.Context) error {
-		e, err := s.meta.Get(ctx, keySigningKey)
+		v, _, err := s.get(ctx, s.meta, keySigningKey)
 		if err == nil {
-			key = e.Value()
+			key = v
 			return nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -186,13 +186,12 @@ func (s *State) SigningKey(ctx context.Context) ([]byte, error) {
 			return err
 		}
 		// Read back rather than trust our own create: another node's may
-		// have won.
-		e, err = s.meta.Get(ctx, keySigningKey)
-		if err != nil {
-			return err
-		}
-		key = e.Value()
-		return nil
+		// have won. Through the leader on a miss, like every read of
+		// what another node may have just written: a replica a moment
+		// behind would answer "not found" for the key that Create has
+		// just called taken.
+		key, _, err = s.get(ctx, s.meta, keySigningKey)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("jsstate: signing key: %w", err)
