@@ -273,11 +273,12 @@ func (s *Service) afterPost(c store.Conversation, sender string, res router.Resu
 const notifyBatch = 256
 
 // notifier sends the queued notifications until shutdown. It takes what
-// is queued in one go, so a busy conversation's posts cost one walk of its
-// members for the streams, not one per post.
+// is queued in one go, so a busy conversation's posts cost one look at its
+// members, not one per post.
 func (s *Service) notifier() {
 	defer s.streams.Done()
 	batch := make([]post, 0, notifyBatch)
+	reach := newReachCache(s.hub)
 	for {
 		select {
 		case p := <-s.posts:
@@ -291,7 +292,7 @@ func (s *Service) notifier() {
 					break fill
 				}
 			}
-			s.notifyAll(batch)
+			s.notifyAll(reach, batch)
 		case <-s.shutdown:
 			return
 		}
@@ -300,7 +301,7 @@ func (s *Service) notifier() {
 
 // notifyAll notifies the posts of batch, grouped by conversation and
 // origin in order of arrival.
-func (s *Service) notifyAll(batch []post) {
+func (s *Service) notifyAll(reach *reachCache, batch []post) {
 	type key struct {
 		conv string
 		feed bool
@@ -322,10 +323,10 @@ func (s *Service) notifyAll(batch []post) {
 			if c, err = s.members.get(k.conv); err != nil {
 				continue
 			}
-			s.notify(c, posts, true, false)
+			s.notify(reach.get(c), c, posts, true, false)
 			continue
 		}
-		s.notify(c, posts, !s.opts.feedNotes, true)
+		s.notify(reach.get(c), c, posts, !s.opts.feedNotes, true)
 	}
 }
 
@@ -334,13 +335,12 @@ func (s *Service) notifyAll(batch []post) {
 // conversation get a Notification of the newest post (a stream holds one
 // per conversation until it is written anyway); with hook set, members
 // with no stream on any node go to the webhook, once per post.
-func (s *Service) notify(c store.Conversation, posts []post, streams, hook bool) {
+func (s *Service) notify(r reached, c store.Conversation, posts []post, streams, hook bool) {
 	last := posts[len(posts)-1]
-	outs, offline := s.hub.reach(c.Members, last.sender)
 	if streams {
 		var frame *router.Frame
-		for _, o := range outs {
-			if o.follows(c.ID) {
+		for _, o := range r.outs {
+			if o.user == last.sender {
 				continue
 			}
 			if frame == nil {
@@ -360,14 +360,64 @@ func (s *Service) notify(c store.Conversation, posts []post, streams, hook bool)
 	// offline is in member order, sorted. Posts share it; a copy is made
 	// only for a post whose sender has no stream either.
 	for _, p := range posts {
-		to := offline
-		if i, found := slices.BinarySearch(offline, p.sender); found {
-			to = slices.Delete(slices.Clone(offline), i, i+1)
+		to := r.offline
+		if i, found := slices.BinarySearch(to, p.sender); found {
+			to = slices.Delete(slices.Clone(to), i, i+1)
 		}
 		if len(to) > 0 {
 			s.opts.webhook(to, c.ID, p.res.Seq, p.sender, previewOf(p.body), p.res.SentAt)
 		}
 	}
+}
+
+// reached is whom a conversation's notifications reach (hub.reach).
+type reached struct {
+	members []string    // the Members slice it was worked out from
+	outs    []*outbound // streams of members that do not follow it
+	offline []string    // members with no stream on any node
+}
+
+// reachCacheSize bounds the conversations a reachCache holds.
+const reachCacheSize = 4096
+
+// reachCache keeps hub.reach's answers while the hub's version and the
+// conversation's Members slice stay the same (the member cache hands out
+// one slice until the conversation changes), so a room that keeps posting
+// costs its notifications a map lookup, not a walk of its members and
+// their streams per batch. The whole cache goes at the first change of
+// the version, which also lets go of closed streams. Only the notifier
+// goroutine may use it.
+type reachCache struct {
+	hub     *hub
+	version uint64
+	convs   map[string]reached
+}
+
+func newReachCache(h *hub) *reachCache {
+	return &reachCache{hub: h, convs: make(map[string]reached)}
+}
+
+// get returns whom c's notifications reach now.
+func (rc *reachCache) get(c store.Conversation) reached {
+	// Read the version before the hub: a change while reach runs leaves
+	// an entry that the next get finds out of date.
+	v := rc.hub.version.Load()
+	if v != rc.version || len(rc.convs) >= reachCacheSize {
+		clear(rc.convs)
+		rc.version = v
+	}
+	if r, ok := rc.convs[c.ID]; ok && sameSlice(r.members, c.Members) {
+		return r
+	}
+	r := reached{members: c.Members}
+	r.outs, r.offline = rc.hub.reach(c.ID, c.Members)
+	rc.convs[c.ID] = r
+	return r
+}
+
+// sameSlice reports whether a and b are the same slice, not just equal.
+func sameSlice(a, b []string) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // previewOf is the first 100 characters of body.

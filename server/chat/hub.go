@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -35,6 +36,11 @@ type hub struct {
 	unsaved  map[string]time.Time       // last-seen times the store does not have yet
 	offline  map[string]*time.Timer     // pending offline transitions
 	closed   bool
+
+	// version changes with everything reach's answer depends on: streams
+	// opened and closed here, users' streams on other nodes, and what a
+	// stream follows. The notifier keeps reach's answers while it holds.
+	version atomic.Uint64
 }
 
 // PresenceBus carries presence between the nodes of a cluster. Publish
@@ -72,6 +78,7 @@ func (h *hub) add(user string, o *outbound) error {
 		h.streams[user] = set
 	}
 	set[o] = struct{}{}
+	h.version.Add(1)
 	first := len(set) == 1
 	elsewhere := len(h.remote[user]) > 0
 	pending := h.offline[user]
@@ -98,6 +105,7 @@ func (h *hub) remove(user string, o *outbound) {
 	defer h.mu.Unlock()
 	set := h.streams[user]
 	delete(set, o)
+	h.version.Add(1)
 	if len(set) > 0 {
 		return
 	}
@@ -157,6 +165,7 @@ func (h *hub) remoteChange(node, user string, online bool, seen time.Time) {
 			h.lastSeen[user] = seen
 		}
 	}
+	h.version.Add(1)
 	now := here || len(h.remote[user]) > 0
 	last := h.lastSeen[user]
 	h.mu.Unlock()
@@ -265,10 +274,11 @@ func (h *hub) saver(stop <-chan struct{}, done chan<- struct{}) {
 	}
 }
 
-// reach returns, in one look, the open streams of members other than
-// sender, and the members with no stream on any node (sender among them,
-// if so: a batch holds posts of several senders).
-func (h *hub) reach(members []string, sender string) (outs []*outbound, offline []string) {
+// reach returns, in one look, the open streams of members that do not
+// follow conv, and the members with no stream on any node. Callers leave
+// out a post's sender themselves: the answer serves every post of conv
+// while version stays the same.
+func (h *hub) reach(conv string, members []string) (outs []*outbound, offline []string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, m := range members {
@@ -279,11 +289,10 @@ func (h *hub) reach(members []string, sender string) (outs []*outbound, offline 
 			}
 			continue
 		}
-		if m == sender {
-			continue
-		}
 		for o := range set {
-			outs = append(outs, o)
+			if !o.follows(conv) {
+				outs = append(outs, o)
+			}
 		}
 	}
 	return outs, offline

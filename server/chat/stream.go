@@ -133,6 +133,7 @@ func (o *outbound) follow(conv string) error {
 		return exhausted("subscriptions per stream", "a stream may follow at most %d conversations", o.svc.opts.maxSubs)
 	}
 	o.following[conv] = true
+	o.svc.hub.version.Add(1)
 	return nil
 }
 
@@ -142,6 +143,9 @@ func (o *outbound) unfollow(conv string) bool {
 	defer o.followMu.Unlock()
 	was := o.following[conv]
 	delete(o.following, conv)
+	if was {
+		o.svc.hub.version.Add(1)
+	}
 	return was
 }
 

@@ -94,7 +94,7 @@ func TestNotifyBatchWebhookPerSender(t *testing.T) {
 	for i, sender := range []string{"x", "y", "x", "w", "z"} {
 		posts = append(posts, post{conv: c, sender: sender, res: router.Result{Conv: c.ID, Seq: uint64(i + 1)}})
 	}
-	s.notify(c, posts, true, true)
+	s.notify(newReachCache(s.hub).get(c), c, posts, true, true)
 	var got []string
 	for _, call := range calls {
 		got = append(got, call())
@@ -103,4 +103,81 @@ func TestNotifyBatchWebhookPerSender(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("webhook calls %q, want %q", got, want)
 	}
+}
+
+// noConversations is a Store in which nobody is in a conversation, for
+// tests of the hub: presence then announces to nobody.
+type noConversations struct{ Store }
+
+func (noConversations) UserConversations(string) ([]string, error) { return nil, nil }
+
+// The notifier's cache of whom a conversation reaches gives the answer the
+// hub would give now after each change that answer depends on, and keeps
+// it while nothing changes.
+func TestReachCacheFollowsChanges(t *testing.T) {
+	s := &Service{store: noConversations{}, opts: options{maxStreams: 4, maxSubs: 4}}
+	s.hub = newHub(s, time.Hour, nil)
+	defer s.hub.close()
+	newStream := func(user string) *outbound {
+		return &outbound{svc: s, user: user, q: newQueue(16), following: map[string]bool{}}
+	}
+	x1, x2, y := newStream("x"), newStream("x"), newStream("y")
+	c := store.Conversation{ID: "room:r", Members: []string{"x", "y", "z"}}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	rc := newReachCache(s.hub)
+	for _, step := range []struct {
+		name   string
+		change func()
+	}{
+		{"no streams", func() {}},
+		{"x opens a stream", func() { must(s.hub.add("x", x1)) }},
+		{"x opens another", func() { must(s.hub.add("x", x2)) }},
+		{"y opens one", func() { must(s.hub.add("y", y)) }},
+		{"a stream of x follows the room", func() { must(x1.follow(c.ID)) }},
+		{"it follows another conversation too", func() { must(x1.follow("room:other")) }},
+		{"it stops following the room", func() { x1.unfollow(c.ID) }},
+		{"z has a stream on another node", func() { s.hub.remoteChange("n2", "z", true, time.Time{}) }},
+		{"z's stream there closes", func() { s.hub.remoteChange("n2", "z", false, time.Now()) }},
+		{"y closes its stream", func() { s.hub.remove("y", y) }},
+		{"y leaves the room", func() { c.Members = []string{"x", "z"} }},
+	} {
+		step.change()
+		got := rc.get(c)
+		outs, offline := s.hub.reach(c.ID, c.Members)
+		if !sameStreams(got.outs, outs) || !slices.Equal(got.offline, offline) {
+			t.Fatalf("%s: cached reach %v offline %q, the hub says %v offline %q", step.name, users(got.outs), got.offline, users(outs), offline)
+		}
+		if again := rc.get(c); len(got.outs) > 0 && &again.outs[0] != &got.outs[0] {
+			t.Fatalf("%s: reach worked out again with nothing changed", step.name)
+		}
+	}
+}
+
+func sameStreams(a, b []*outbound) bool {
+	count := make(map[*outbound]int)
+	for _, o := range a {
+		count[o]++
+	}
+	for _, o := range b {
+		count[o]--
+	}
+	for _, n := range count {
+		if n != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func users(outs []*outbound) []string {
+	var us []string
+	for _, o := range outs {
+		us = append(us, o.user)
+	}
+	return us
 }
