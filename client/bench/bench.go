@@ -35,6 +35,11 @@ import (
 func Run(ctx context.Context, cfg Config, stderr io.Writer) *Report {
 	cfg.Defaults()
 	rep := &Report{Scenario: cfg.Scenario, Machine: thisMachine(), Config: cfg, Client: clientAPI}
+	if cfg.Baseline && cfg.Rounds > 1 {
+		runRounds(ctx, cfg, rep, stderr)
+		rep.addRatios()
+		return rep
+	}
 	rep.Results = append(rep.Results, runScenario(ctx, cfg, false, stderr))
 	if cfg.Baseline && ctx.Err() == nil {
 		rep.Results = append(rep.Results, runScenario(ctx, cfg, true, stderr))

@@ -284,7 +284,12 @@ func TestParseArgs(t *testing.T) {
 	if err != nil || c.Scenario != "dm" || c.Pairs != 7 || !c.NoSync || c.Rate != 1000 {
 		t.Fatalf("flags before the scenario: %+v, %v", c, err)
 	}
-	for _, bad := range [][]string{{}, {"nope"}, {"room", "--size", "8"}, {"room", "--spawn", "--server", "x:1"}, {"room", "extra"}} {
+	c, err = ParseArgs([]string{"dm", "--baseline", "--rounds", "3"}, io.Discard)
+	if err != nil || c.Rounds != 3 {
+		t.Fatalf("--rounds: %+v, %v", c, err)
+	}
+	for _, bad := range [][]string{{}, {"nope"}, {"room", "--size", "8"}, {"room", "--spawn", "--server", "x:1"}, {"room", "extra"},
+		{"room", "--rounds", "3"}, {"idle", "--baseline", "--rounds", "2"}} {
 		if _, err := ParseArgs(bad, io.Discard); err == nil {
 			t.Errorf("ParseArgs(%q) succeeded", bad)
 		}

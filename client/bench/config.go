@@ -38,6 +38,10 @@ type Config struct {
 	NoSync bool `json:"no_sync"`
 	// Baseline also runs the scenario against the bare fan-out server.
 	Baseline bool `json:"baseline"`
+	// Rounds, with Baseline, runs dm or room this many times against each
+	// server, alternating which goes first, and pools what the rounds
+	// measured: both servers then see the same stretch of a noisy machine.
+	Rounds int `json:"rounds,omitempty"`
 	// JSON is a file to write the report to.
 	JSON string `json:"-"`
 
@@ -84,6 +88,7 @@ func (c *Config) Defaults() {
 		c.Rate = 1000
 	}
 	def(&c.Size, 64)
+	def(&c.Rounds, 1)
 	def(&c.Pairs, 100)
 	subs := 100
 	if c.Scenario == "history" {
@@ -118,6 +123,9 @@ func (c *Config) validate() error {
 		if c.Senders < 1 {
 			return errors.New("--senders must be at least 1")
 		}
+	}
+	if c.Rounds > 1 && (!c.Baseline || c.Scenario != "dm" && c.Scenario != "room") {
+		return fmt.Errorf("--rounds %d: rounds alternate Parley and the baseline, so they need --baseline and the dm or room scenario", c.Rounds)
 	}
 	if c.Spawn && c.Server != "" {
 		return errors.New("--spawn starts a server; it cannot be combined with --server")
@@ -261,6 +269,7 @@ func ParseArgs(args []string, out io.Writer) (Config, error) {
 	fs.BoolVar(&c.Spawn, "spawn", false, "start the server (and baseline) in a child process, so CPU and RSS are the server's alone")
 	fs.BoolVar(&c.NoSync, "no-sync", false, "turn fsync off in the server this tool starts (acks then mean less)")
 	fs.BoolVar(&c.Baseline, "baseline", false, "also run the scenario against a bare grpc-go fan-out server and print ratios")
+	fs.IntVar(&c.Rounds, "rounds", 1, "dm, room with --baseline: run each server this many times, --duration each, alternating which goes first, and pool the rounds")
 	fs.StringVar(&c.JSON, "json", "", "write the results as JSON to this file")
 	fs.DurationVar(&c.Duration, "duration", 0, "dm, room: how long to send (default 10s); idle: how long to hold the streams (default 5s)")
 	fs.Float64Var(&c.Rate, "rate", -1, "dm, room: messages per second in all; 0 = as fast as the streams take them (default 1000)")

@@ -19,6 +19,9 @@ type Report struct {
 	Client   string   `json:"client"`
 	Results  []Result `json:"results"`
 	Ratios   []Ratio  `json:"ratios,omitempty"`
+	// Rounds is what each round measured when Config.Rounds > 1; Results
+	// then pool them.
+	Rounds []Round `json:"rounds,omitempty"`
 }
 
 // Machine describes where the run happened, since every number depends
@@ -86,7 +89,14 @@ type Result struct {
 	Log     *LogResult     `json:"log,omitempty"`
 
 	Errors []string `json:"errors,omitempty"`
+
+	// lat holds the histograms behind E2E, Ack and SendLag, so that the
+	// results of several rounds can be pooled.
+	lat *latencies
 }
+
+// latencies are a run's histograms.
+type latencies struct{ e2e, ack, lag Histogram }
 
 // BurstResult is what the burst scenario adds.
 type BurstResult struct {
@@ -275,6 +285,12 @@ func (rep *Report) Print(w io.Writer) {
 			continue
 		}
 		fmt.Fprintf(w, "parley/baseline (%s): throughput (delivered/s) %.2fx, e2e p99 %.2fx\n", q.Scenario, q.Throughput, q.P99)
+	}
+	if len(rep.Rounds) > 0 {
+		fmt.Fprintf(w, "the %d rounds pooled above (%s each, a fresh server every time), parley vs baseline:\n", len(rep.Rounds), fmtDur(rep.Config.Duration))
+		for i, r := range rep.Rounds {
+			fmt.Fprintf(w, "  round %d, %s first: %s\n", i+1, r.First, r.String())
+		}
 	}
 	if rep.OK() {
 		fmt.Fprintln(w, "result: OK (0 losses, 0 duplicates)")

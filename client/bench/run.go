@@ -598,9 +598,13 @@ func (r *run) tally(res *Result, sendStart, sendEnd time.Time) {
 			res.DeliveredPerSec = float64(res.Delivered) / d.Seconds()
 		}
 	}
-	res.E2E = r.e2e.Summary()
-	res.Ack = r.ackLat.Summary()
-	res.SendLag = r.lag.Summary()
+	res.lat = &latencies{}
+	res.lat.e2e.Merge(&r.e2e)
+	res.lat.ack.Merge(&r.ackLat)
+	res.lat.lag.Merge(&r.lag)
+	res.E2E = res.lat.e2e.Summary()
+	res.Ack = res.lat.ack.Summary()
+	res.SendLag = res.lat.lag.Summary()
 	r.mu.Lock()
 	res.Reconnects = make(map[string]uint64, len(r.cuts))
 	for k, v := range r.cuts {

@@ -69,8 +69,8 @@ var suiteCases = []suiteCase{
 	},
 	{
 		name:  "room-rate",
-		args:  []string{"room", "--subscribers", "100", "--senders", "4", "--rate", "100", "--duration", "10s"},
-		quick: []string{"room", "--subscribers", "10", "--senders", "2", "--rate", "400", "--duration", "500ms"},
+		args:  []string{"room", "--subscribers", "100", "--senders", "4", "--rate", "100", "--duration", "10s", "--rounds", "3"},
+		quick: []string{"room", "--subscribers", "10", "--senders", "2", "--rate", "400", "--duration", "250ms", "--rounds", "2"},
 		rows: func(title string, rep *Report) []Row {
 			p, b := rep.result("parley"), rep.result("baseline")
 			return []Row{
@@ -81,7 +81,7 @@ var suiteCases = []suiteCase{
 	},
 	{
 		name:  "dm",
-		args:  []string{"dm", "--pairs", "100", "--rate", "10000", "--duration", "10s"},
+		args:  []string{"dm", "--pairs", "100", "--rate", "10000", "--duration", "10s", "--rounds", "3"},
 		quick: []string{"dm", "--pairs", "10", "--rate", "1000", "--duration", "300ms"},
 		rows:  dmRows,
 	},
@@ -90,7 +90,7 @@ var suiteCases = []suiteCase{
 		// figures are quoted for: the same targets, without 200
 		// connections' worth of CPU for the server and the generator.
 		name:  "dm-1",
-		args:  []string{"dm", "--pairs", "1", "--rate", "10000", "--duration", "10s"},
+		args:  []string{"dm", "--pairs", "1", "--rate", "10000", "--duration", "10s", "--rounds", "3"},
 		quick: []string{"dm", "--pairs", "1", "--rate", "1000", "--duration", "300ms"},
 		rows:  dmRows,
 	},
@@ -377,7 +377,8 @@ func RunSuite(ctx context.Context, opts SuiteOptions, stderr io.Writer) (*SuiteR
 		}
 	}
 	s := &SuiteReport{Machine: thisMachine(), Started: time.Now().UTC(), Command: opts.Command, Quick: opts.Quick, Commands: make(map[string]string)}
-	s.Where = "Parley and the baseline each in a child process, fsync on, one after the other, the load generator on the same machine"
+	s.Where = "Parley and the baseline each in a child process, fsync on, one after the other, the load generator on the same machine; " +
+		"the latency cases (--rounds) alternate the two, a fresh server each time, and pool the rounds"
 	if opts.InProcess {
 		s.Where = "Parley and the baseline in the load generator's process, fsync on"
 	}
@@ -455,6 +456,17 @@ func orDash(s string) string {
 	return s
 }
 
+// roundLines describes each round of the cases that ran in rounds.
+func (s *SuiteReport) roundLines() []string {
+	var lines []string
+	for i, rep := range s.Reports {
+		for j, r := range rep.Rounds {
+			lines = append(lines, fmt.Sprintf("%s, round %d, %s first: %s", s.order[i], j+1, r.First, r.String()))
+		}
+	}
+	return lines
+}
+
 // machineLine describes the machine and the moment in one line.
 func (s *SuiteReport) machineLine() string {
 	m := s.Machine
@@ -478,6 +490,12 @@ func (s *SuiteReport) Print(w io.Writer) {
 	tw.Flush()
 	met, total := s.metCount()
 	fmt.Fprintf(w, "\ntargets met: %d of %d\n", met, total)
+	if lines := s.roundLines(); len(lines) > 0 {
+		fmt.Fprintln(w, "rounds pooled in the table, parley vs baseline:")
+		for _, l := range lines {
+			fmt.Fprintln(w, "  "+l)
+		}
+	}
 	if s.OK() {
 		fmt.Fprintln(w, "every run clean: 0 losses, 0 duplicates, no errors")
 	} else {
@@ -527,6 +545,13 @@ func (s *SuiteReport) Markdown(w io.Writer) {
 		fmt.Fprintln(w)
 		for _, p := range s.Problems {
 			fmt.Fprintf(w, "- %s\n", mdCell(p))
+		}
+	}
+	if lines := s.roundLines(); len(lines) > 0 {
+		fmt.Fprintln(w, "\nThe latency cases ran in rounds, each server on a fresh start every round, alternating which went first; the table pools them. Each round, Parley vs the baseline:")
+		fmt.Fprintln(w)
+		for _, l := range lines {
+			fmt.Fprintf(w, "- %s\n", mdCell(l))
 		}
 	}
 	fmt.Fprintln(w, "\nThe baseline is a bare grpc-go fan-out server (no auth, no log, no fsync) run in the same invocation; its acks are immediate, Parley's wait for the group commit. Each scenario on its own:")

@@ -87,7 +87,8 @@ func TestSuiteQuick(t *testing.T) {
 	// bench.md: the machine line, the command, and a table with a line per
 	// row, seven cells each.
 	md := readFile(t, filepath.Join(out, "bench.md"))
-	for _, want := range []string{"CPUs", "load average at start", "parley-bench suite --quick", "| scenario | metric | Parley | baseline | ratio | target | met |", "latency.svg"} {
+	for _, want := range []string{"CPUs", "load average at start", "parley-bench suite --quick", "| scenario | metric | Parley | baseline | ratio | target | met |", "latency.svg",
+		"- room-rate, round 1, parley first: e2e p99", "- room-rate, round 2, baseline first: e2e p99"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("bench.md lacks %q:\n%s", want, md)
 		}
