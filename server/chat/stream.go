@@ -601,7 +601,7 @@ func (o *outbound) durable(id uint64, frame, conv, cmid string, pub func(router.
 	}
 	err := pub(func(res router.Result, err error) {
 		if err != nil {
-			o.answer(errorFrame(id, frame, o.svc.notStored(o.user, conv, cmid, err), res.Conv, cmid))
+			o.answer(errorFrame(id, frame, o.svc.notStored(o.user, conv, cmid, err), conv, cmid))
 			return
 		}
 		o.answer(&parleyv1.ChatResponse{Frame: &parleyv1.ChatResponse_SendAck{SendAck: sendResponse(cmid, res)}})

@@ -1,12 +1,16 @@
 package chat
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+	"google.golang.org/grpc/codes"
 
 	"github.com/parleychat/parley/server/router"
 	"github.com/parleychat/parley/server/store"
@@ -180,4 +184,23 @@ func users(outs []*outbound) []string {
 		us = append(us, o.user)
 	}
 	return us
+}
+
+// A send that the log refuses is answered with an error frame naming its
+// frame, conversation and client message id; the log's result is empty
+// then, so none of them may come from it.
+func TestRefusedSendNamesItsConversation(t *testing.T) {
+	s := &Service{opts: options{logger: slog.New(slog.DiscardHandler)}}
+	o := &outbound{svc: s, user: "alice", ctx: context.Background(), q: newQueue(4), inflight: make(chan struct{}, 1)}
+	o.durable(7, "send", "room:a", "m1", func(ack router.AckFunc) error {
+		ack(router.Result{}, errors.New("disk full"))
+		return nil
+	})
+	if len(o.ackQ) != 1 {
+		t.Fatalf("%d answers queued, want 1", len(o.ackQ))
+	}
+	e := o.ackQ[0].GetError()
+	if e.GetFrameId() != 7 || e.GetFrame() != "send" || e.GetConversationId() != "room:a" || e.GetClientMessageId() != "m1" || codes.Code(e.GetCode()) != codes.Unavailable {
+		t.Fatalf("answered %v, want an UNAVAILABLE error frame for send 7, room:a, m1", o.ackQ[0])
+	}
 }
