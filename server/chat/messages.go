@@ -3,6 +3,7 @@ package chat
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -94,10 +95,37 @@ func sendResponse(clientMsgID string, res router.Result) *parleyv1.SendResponse 
 // delivered, but it is not acknowledged, so the sender must resend it. It
 // logs the failure: the client only sees UNAVAILABLE and resends, so
 // without a line here a node refusing every write (a cluster log that
-// cannot reach its stream, say) looks idle in its log.
+// cannot reach its stream, say) looks idle in its log. A failing disk
+// refuses every message, often on the log's own goroutine, so it logs one
+// line a second at most, counting the ones it left out.
 func (s *Service) notStored(user, conv, clientMsgID string, err error) error {
-	s.opts.logger.Warn("chat: message not stored", "user", user, "conv", conv, "client_message_id", clientMsgID, "err", err)
+	if ok, skipped := s.notStoredLog.allow(time.Now()); ok {
+		s.opts.logger.Warn("chat: message not stored", "user", user, "conv", conv, "client_message_id", clientMsgID, "err", err,
+			"not_stored_since_last_line", skipped)
+	}
 	return fmt.Errorf("%w: message not stored (%v); resend it with the same client_message_id", errUnavailable, err)
+}
+
+// logEvery lets through one log line per interval and counts the rest.
+type logEvery struct {
+	interval time.Duration
+
+	mu      sync.Mutex // protects next and skipped
+	next    time.Time
+	skipped int
+}
+
+// allow reports whether a line may be logged at now and, if so, how many
+// were left out since the last one.
+func (l *logEvery) allow(now time.Time) (ok bool, skipped int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Before(l.next) {
+		l.skipped++
+		return false, 0
+	}
+	skipped, l.skipped, l.next = l.skipped, 0, now.Add(l.interval)
+	return true, skipped
 }
 
 // Send implements parleyv1.ChatServiceServer. It returns once the message is

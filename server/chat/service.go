@@ -171,6 +171,7 @@ type Service struct {
 	droppedNotes  atomic.Uint64
 	slowConsumers atomic.Uint64
 	droppedEvents atomic.Uint64
+	notStoredLog  logEvery // limits the "message not stored" lines
 
 	shutdown     chan struct{} // closed by Shutdown: streaming handlers return UNAVAILABLE
 	shutdownOnce sync.Once
@@ -226,10 +227,11 @@ func New(r Router, st Store, tokens Tokens, opts ...Option) (*Service, error) {
 		return nil, fmt.Errorf("chat: max subscriptions must be positive, got %d", o.maxSubs)
 	}
 	s := &Service{router: r, store: st, tokens: tokens, opts: o, shutdown: make(chan struct{}),
-		members:    newMemberCache(st),
-		typing:     typing{timers: make(map[[2]string]*time.Timer)},
-		sendRate:   newRateLimiter(o.sendRate, int(2*o.sendRate)),
-		typingRate: newRateLimiter(o.typingRate, int(2*o.typingRate)),
+		members:      newMemberCache(st),
+		notStoredLog: logEvery{interval: time.Second},
+		typing:       typing{timers: make(map[[2]string]*time.Timer)},
+		sendRate:     newRateLimiter(o.sendRate, int(2*o.sendRate)),
+		typingRate:   newRateLimiter(o.typingRate, int(2*o.typingRate)),
 	}
 	s.hub = newHub(s, o.presenceGrace, o.presenceBus)
 	if o.presenceBus != nil {

@@ -204,3 +204,28 @@ func TestRefusedSendNamesItsConversation(t *testing.T) {
 		t.Fatalf("answered %v, want an UNAVAILABLE error frame for send 7, room:a, m1", o.ackQ[0])
 	}
 }
+
+// The "message not stored" line comes once an interval at most, and the
+// next one counts the lines left out.
+func TestLogEvery(t *testing.T) {
+	l := logEvery{interval: time.Second}
+	t0 := time.Unix(1000, 0)
+	type call struct {
+		at      time.Duration
+		ok      bool
+		skipped int
+	}
+	for i, c := range []call{
+		{0, true, 0},
+		{10 * time.Millisecond, false, 0},
+		{999 * time.Millisecond, false, 0},
+		{time.Second, true, 2},
+		{1500 * time.Millisecond, false, 0},
+		{5 * time.Second, true, 1},
+		{7 * time.Second, true, 0},
+	} {
+		if ok, skipped := l.allow(t0.Add(c.at)); ok != c.ok || skipped != c.skipped {
+			t.Fatalf("call %d at %v: allow = %v, %d; want %v, %d", i, c.at, ok, skipped, c.ok, c.skipped)
+		}
+	}
+}
