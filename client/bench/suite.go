@@ -589,9 +589,12 @@ Runs the standard set of scenarios, each against Parley and against the
 bare grpc-go baseline in the same run, both servers in child processes
 with fsync on (the log case opens a store in this process), and prints one
 table: scenario, metric, Parley, baseline, ratio, the target and whether it
-was met. With --out it writes there bench.json (every report), bench.md
-(the table, the machine and the commands) and two charts the tool draws:
-latency.svg (delivery and ack percentiles) and throughput.svg.
+was met. The latency cases (room-rate, dm, dm-1) run three rounds per
+server (--rounds), a fresh server each round, alternating which goes
+first, and the table pools them. With --out it writes there bench.json
+(every report), bench.md (the table, every round, the machine and the
+commands) and two charts the tool draws: latency.svg (delivery and ack
+percentiles) and throughput.svg.
 
 It exits 1 if a run lost, duplicated or reordered messages or failed, not
 for a target missed: the table says which were met.
