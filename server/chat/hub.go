@@ -29,6 +29,11 @@ type hub struct {
 	grace time.Duration
 	bus   PresenceBus // nil on a single node
 
+	// version changes with everything reach's answer depends on: streams
+	// opened and closed here, users' streams on other nodes, and what a
+	// stream follows. The notifier keeps reach's answers while it holds.
+	version atomic.Uint64
+
 	mu       sync.Mutex // protects everything below
 	streams  map[string]map[*outbound]struct{}
 	remote   map[string]map[string]bool // user -> other nodes with a stream of theirs
@@ -36,11 +41,6 @@ type hub struct {
 	unsaved  map[string]time.Time       // last-seen times the store does not have yet
 	offline  map[string]*time.Timer     // pending offline transitions
 	closed   bool
-
-	// version changes with everything reach's answer depends on: streams
-	// opened and closed here, users' streams on other nodes, and what a
-	// stream follows. The notifier keeps reach's answers while it holds.
-	version atomic.Uint64
 }
 
 // PresenceBus carries presence between the nodes of a cluster. Publish
