@@ -54,7 +54,7 @@ func TestWriterEOFWithStreamOpen(t *testing.T) {
 	bob := join(t, n.Addr, "bob")
 	room := openRoom(t, alice, "lobby", bob)
 
-	s, _ := record(t, alice, client.WithBackoff(5*time.Millisecond, 50*time.Millisecond), client.WithPing(50*time.Millisecond, 300*time.Millisecond))
+	s, _ := record(t, alice, fast(client.WithPing(50*time.Millisecond, 300*time.Millisecond))...)
 	for i, body := range []string{"first", "second"} {
 		ack, err := s.Send(ctx, room, body)
 		if err != nil {
